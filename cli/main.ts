@@ -1,0 +1,81 @@
+// Entry point of den (and of `deno compile`): the one catch-all and the one exit.
+
+import { describeError, DenError, EXIT_FAILURE, EXIT_USAGE, usageError } from "../error.ts";
+import { error, out } from "./output.ts";
+
+export const VERSION = "0.1.0";
+
+const USAGE = `Usage: den COMMAND [OPTION...] [ARG...]
+
+Unprivileged containers for HPC: Docker/OCI image archives in, ch-run out.
+
+Commands:
+  run IMAGE -- CMD [ARG...]   run a command in an image (a drop-in for ch-run)
+  unpack ARCHIVE DEST         unpack a docker/podman/OCI archive or a rootfs tarball
+  inspect IMAGE               print an image's configuration (--json)
+  images                      list images in storage (--json)
+  rm NAME                     delete an image from storage
+
+Run 'den COMMAND --help' for a command's options.
+  -h, --help       give this help list
+  -V, --version    print version and exit
+
+Exit status: 0 success; a command's own status or 128+N after signal N
+(den run); 31 den failed; 49 the command could not be started; 64 usage.
+`;
+
+async function main(args: string[]): Promise<number> {
+  const [verb, ...rest] = args;
+  switch (verb) {
+    case "run": {
+      const { runCommand } = await import("./run.ts");
+      const code = await runCommand(rest);
+      if (code === -1) {
+        out(VERSION);
+        return 0;
+      }
+      return code;
+    }
+    case "unpack":
+    case "inspect":
+    case "images":
+    case "rm": {
+      const image = await import("./image.ts");
+      const fn = {
+        unpack: image.unpackCommand,
+        inspect: image.inspectCommand,
+        images: image.imagesCommand,
+        rm: image.rmCommand,
+      }[verb];
+      return await fn(rest);
+    }
+    case "-h":
+    case "--help":
+    case "help":
+      out(USAGE);
+      return 0;
+    case "-V":
+    case "--version":
+    case "version":
+      out(VERSION);
+      return 0;
+    case undefined:
+      throw usageError("no command given", "try 'den --help'");
+    default:
+      throw usageError(`unknown command: ${JSON.stringify(verb)}`, "try 'den --help'");
+  }
+}
+
+if (import.meta.main) {
+  let code: number;
+  try {
+    code = await main(Deno.args);
+  } catch (e) {
+    error(e);
+    code = e instanceof DenError ? e.exitCode : EXIT_FAILURE;
+    if (!(e instanceof DenError) && Deno.env.get("DEN_DEBUG")) error(describeError((e as Error).stack));
+  }
+  Deno.exit(code);
+}
+
+export { EXIT_USAGE };

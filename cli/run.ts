@@ -1,0 +1,288 @@
+// `den run`: parseRunArgs() (pure) and runCommand().
+
+import { parseArgs } from "node:util";
+import { DenError, EXIT_USAGE, usageError } from "../error.ts";
+import type { EnvOp } from "../env.ts";
+import { type HostFacts, type HostView, type ImageConfig, planContainer, type RunOptions } from "../plan.ts";
+import { out, output, verbose, warn } from "./output.ts";
+
+export const RUN_USAGE = `Usage: den run [OPTION...] IMAGE -- CMD [ARG...]
+
+Run a command in an unpacked image directory (or a named image in storage),
+as ch-run does: unprivileged user and mount namespaces, no setuid, no daemon.
+
+  -b, --bind=SRC[:DST]   mount SRC at guest DST (default: same as SRC)
+  -c, --cd=DIR           initial working directory in container
+      --env-no-expand    don't expand $ in --set-env input
+      --feature=FEAT     exit successfully if FEAT is enabled ("list" lists)
+  -g, --gid=GID          run as GID within container
+      --home             mount host $HOME at guest /home/$USER
+      --no-image-env     don't apply the image's ENV (from den unpack)
+      --no-passwd        don't bind-mount /etc/{passwd,group}
+      --set-env[=ARG]    set environment variables per ARG (NAME=VALUE or a
+                         file of such lines; no ARG: the image's
+                         /ch/environment)
+  -s, --storage=DIR      storage directory for named images
+  -t, --private-tmp      use container-private /tmp
+      --unset-env=GLOB   unset environment variable(s)
+  -u, --uid=UID          run as UID within container
+  -v, --verbose          be more verbose (can be repeated)
+  -w, --write            mount image read-write (and create missing mount
+                         points)
+      --dry-run          print the plan as JSON and exit
+  -h, --help             give this help list
+  -V, --version          print version and exit
+
+Exit status: the command's; 128+N if it died of signal N; 31 if den failed;
+49 if the command could not be started; 64 for usage errors.
+
+Example:
+
+  $ den run /data/foo -- echo hello
+  hello
+`;
+
+/** Features --feature knows; true when this build has them. */
+export const FEATURES: Record<string, boolean> = {
+  extglob: false,
+  seccomp: false,
+  squash: false,
+  overlayfs: false,
+  "image-env": true,
+};
+
+export type RunRequest =
+  | { kind: "help" }
+  | { kind: "version" }
+  | { kind: "feature"; name: string }
+  | { kind: "run"; options: RunOptions };
+
+function parseId(name: string, text: string): number {
+  if (!/^\d+$/.test(text)) throw usageError(`--${name}: no digits found: ${JSON.stringify(text)}`);
+  const n = Number(text);
+  if (n > 0xfffffffe) throw usageError(`--${name}: out of range: ${text}`);
+  return n;
+}
+
+/** Parse the arguments of `den run` (everything after "run"). Pure. */
+export function parseRunArgs(args: string[]): RunRequest {
+  // --set-env takes an optional argument, only as --set-env=ARG (argp style).
+  const argv = args.map((a) => a === "--set-env" ? "--set-env=" : a);
+  const dashdash = argv.indexOf("--");
+  const head = dashdash < 0 ? argv : argv.slice(0, dashdash);
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...head, ...(dashdash < 0 ? [] : ["--", ...argv.slice(dashdash + 1)])],
+      options: {
+        bind: { type: "string", short: "b", multiple: true },
+        cd: { type: "string", short: "c" },
+        "env-no-expand": { type: "boolean" },
+        feature: { type: "string" },
+        gid: { type: "string", short: "g" },
+        home: { type: "boolean" },
+        "no-image-env": { type: "boolean" },
+        "no-passwd": { type: "boolean" },
+        "set-env": { type: "string", multiple: true },
+        storage: { type: "string", short: "s" },
+        "private-tmp": { type: "boolean", short: "t" },
+        "unset-env": { type: "string", multiple: true },
+        uid: { type: "string", short: "u" },
+        verbose: { type: "boolean", short: "v", multiple: true },
+        write: { type: "boolean", short: "w" },
+        "dry-run": { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "V" },
+      },
+      allowPositionals: true,
+      strict: true,
+      tokens: true,
+    });
+  } catch (e) {
+    const msg = (e as Error).message.split("\n")[0]!
+      .replace(/\. To specify a positional.*$/, "")
+      .replace(/^Unknown option/, "unrecognized option");
+    throw usageError(msg, "try 'den run --help'");
+  }
+  const v = parsed.values;
+  if (v.help) return { kind: "help" };
+  if (v.version) return { kind: "version" };
+  if (v.feature !== undefined) return { kind: "feature", name: v.feature };
+
+  const [image, ...command] = parsed.positionals;
+  if (image === undefined) {
+    throw usageError("IMAGE and/or CMD not specified", "try 'den run --help'");
+  }
+  const envOps: EnvOp[] = [];
+  for (const t of parsed.tokens ?? []) {
+    if (t.kind !== "option") continue;
+    if (t.name === "set-env") {
+      const value = t.value ?? "";
+      if (value.includes("=")) envOps.push({ kind: "set", text: value });
+      else envOps.push({ kind: "file", path: value === "" ? "/ch/environment" : value, text: "" });
+    } else if (t.name === "unset-env") {
+      if (!t.value) throw usageError("--unset-env: GLOB must have length > 0");
+      envOps.push({ kind: "unset", glob: t.value });
+    }
+  }
+  const binds = (v.bind ?? []).map((b) => {
+    const i = b.indexOf(":");
+    const source = i < 0 ? b : b.slice(0, i);
+    const target = i < 0 ? undefined : b.slice(i + 1);
+    if (source === "" || target === "") throw usageError(`--bind: no source or destination: ${b}`);
+    return { source, target };
+  });
+  return {
+    kind: "run",
+    options: {
+      image,
+      command,
+      binds,
+      cd: v.cd,
+      write: v.write ?? false,
+      envOps,
+      envNoExpand: v["env-no-expand"] ?? false,
+      imageEnv: !v["no-image-env"],
+      uid: v.uid === undefined ? undefined : parseId("uid", v.uid),
+      gid: v.gid === undefined ? undefined : parseId("gid", v.gid),
+      home: v.home ?? false,
+      noPasswd: v["no-passwd"] ?? false,
+      privateTmp: v["private-tmp"] ?? false,
+      verbose: v.verbose?.length ?? 0,
+      storage: v.storage,
+      dryRun: v["dry-run"] ?? false,
+    },
+  };
+}
+
+/** "No such file or directory" from Deno's "No such file or directory (os error 2): stat '/x'". */
+function osMessage(e: unknown): string {
+  return (e as Error).message.replace(/ \(os error \d+\).*$/, "").replace(/:.*$/, "");
+}
+
+const hostView: HostView = {
+  lkind(path) {
+    try {
+      const s = Deno.lstatSync(path);
+      return s.isSymlink ? "symlink" : s.isDirectory ? "dir" : s.isFile ? "file" : "other";
+    } catch {
+      return undefined;
+    }
+  },
+  readlink: (path) => Deno.readLinkSync(path),
+};
+
+/** Check IMAGE the way ch-run does and return its absolute path. */
+function imageDirectory(arg: string, storage?: string): string {
+  let path = arg;
+  if (!arg.includes("/")) {
+    const dir = storage ?? Deno.env.get("DEN_STORAGE") ??
+      `/var/tmp/${Deno.env.get("USER") ?? "unknown"}/den`;
+    try {
+      if (Deno.statSync(`${dir}/img/${arg}`).isDirectory) path = `${dir}/img/${arg}`;
+    } catch {
+      // not in storage: a relative path
+    }
+  }
+  let st;
+  try {
+    st = Deno.statSync(path);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    throw new DenError("can't stat", `${path}: ${osMessage(e)}`, { code });
+  }
+  if (!st.isDirectory) throw new DenError("", `unknown image type: ${path}`);
+  return Deno.realPathSync(path);
+}
+
+/** The image's metadata written by `den unpack` (ch/metadata.json). */
+function imageConfig(rootfs: string): ImageConfig | undefined {
+  let text;
+  try {
+    text = Deno.readTextFileSync(`${rootfs}/ch/metadata.json`);
+  } catch {
+    return undefined;
+  }
+  try {
+    const m = JSON.parse(text);
+    const env = Array.isArray(m.env_list)
+      ? m.env_list
+      : m.env && typeof m.env === "object"
+      ? Object.entries(m.env).map(([k, v]) => `${k}=${v}`)
+      : [];
+    return { env, entrypoint: m.entrypoint ?? null, cmd: m.cmd ?? null, cwd: m.cwd || undefined };
+  } catch (e) {
+    throw new DenError("can't parse", (e as Error).message, { path: `${rootfs}/ch/metadata.json` });
+  }
+}
+
+/** Read --set-env files now: host paths, or /ch/environment in the image. */
+function readEnvFiles(ops: EnvOp[], rootfs: string): EnvOp[] {
+  return ops.map((op) => {
+    if (op.kind !== "file") return op;
+    const hostPath = op.path === "/ch/environment" ? `${rootfs}/ch/environment` : op.path;
+    try {
+      return { ...op, text: Deno.readTextFileSync(hostPath) };
+    } catch (e) {
+      const err = e as Error & { code?: string };
+      throw new DenError("can't open", `${op.path}: ${osMessage(e)}`, { code: err.code });
+    }
+  });
+}
+
+async function hostFacts(): Promise<HostFacts> {
+  const { hostUsers } = await import("../ffi/users.ts");
+  const users = hostUsers();
+  const env = Object.entries(Deno.env.toObject());
+  return {
+    env,
+    uid: users.uid,
+    gid: users.gid,
+    user: Deno.env.get("USER") || users.passwdEntry(users.uid)?.name || `uid${users.uid}`,
+    passwdEntry: users.passwdEntry,
+    groupName: users.groupName,
+    fs: hostView,
+  };
+}
+
+/** `den run`: returns the exit status. */
+export async function runCommand(args: string[]): Promise<number> {
+  const req = parseRunArgs(args);
+  switch (req.kind) {
+    case "help":
+      out(RUN_USAGE);
+      return 0;
+    case "version":
+      return -1; // main prints the version
+    case "feature": {
+      if (req.name === "list") {
+        for (const [name, on] of Object.entries(FEATURES)) if (on) out(name);
+        return 0;
+      }
+      const on = FEATURES[req.name];
+      if (on === undefined) throw new DenError("", `unknown feature: ${req.name}`, { exitCode: EXIT_USAGE });
+      return on ? 0 : 1;
+    }
+    case "run":
+      break;
+    default:
+      req satisfies never;
+  }
+  const opts = req.options;
+  output.verbosity = Math.max(output.verbosity, opts.verbose);
+  const rootfs = imageDirectory(opts.image, opts.storage);
+  opts.envOps = readEnvFiles(opts.envOps, rootfs);
+  const facts = await hostFacts();
+  const plan = planContainer(opts, facts, rootfs, imageConfig(rootfs));
+  for (const w of plan.warnings) warn(w);
+  if (opts.dryRun) {
+    out(JSON.stringify(plan, null, 2));
+    return 0;
+  }
+  verbose(`image: ${rootfs}`);
+  verbose(`container uid: ${plan.uidMap.inside}, gid: ${plan.gidMap.inside}`);
+  for (const op of plan.ops) verbose(`${op.kind}: ${"source" in op ? op.source + " -> " : ""}${op.target}`);
+  verbose(`executing: ${plan.argv.join(" ")}`);
+  const { runPlan } = await import("../ffi/spawn.ts");
+  return await runPlan(plan, { warn });
+}

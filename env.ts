@@ -1,0 +1,98 @@
+// Environment of the container: ch-run's rules for --set-env and --unset-env.
+
+import { DenError } from "./error.ts";
+
+/** One environment operation, applied in command-line order. */
+export type EnvOp =
+  | { kind: "set"; text: string } // --set-env=NAME=VALUE
+  | { kind: "file"; path: string; text: string } // --set-env=FILE (already read)
+  | { kind: "unset"; glob: string }; // --unset-env=GLOB
+
+/** Ordered environment; later sets replace a name in place. */
+export type Env = Map<string, string>;
+
+/**
+ * Parse "NAME=VALUE" as ch-run does: the name must be non-empty, a value
+ * wrapped in single quotes loses them (double quotes are kept).
+ */
+export function parseEnvLine(line: string, where: string): [string, string] {
+  const eq = line.indexOf("=");
+  if (eq < 0) throw new DenError("can't parse variable", `no delimiter: ${where}`);
+  const name = line.slice(0, eq);
+  if (name === "") throw new DenError("can't parse variable", `empty name: ${where}`);
+  let value = line.slice(eq + 1);
+  if (value.length >= 2 && value.startsWith("'") && value.endsWith("'")) {
+    value = value.slice(1, -1);
+  }
+  return [name, value];
+}
+
+/**
+ * Expand a value as ch-run 0.31 does: it is split on ":", an element that
+ * starts with "$" is replaced by that variable's value, and elements that
+ * expand to nothing are dropped ("$HOME:$NOPE:x" gives "/home/ada:x").
+ */
+export function expandValue(value: string, env: Env): string {
+  const parts: string[] = [];
+  for (const el of value.split(":")) {
+    if (!el.startsWith("$")) {
+      parts.push(el);
+      continue;
+    }
+    const v = env.get(el.slice(1)) ?? "";
+    if (v !== "") parts.push(v);
+  }
+  return parts.join(":");
+}
+
+/** fnmatch(3)-style glob (*, ?, [...]) as a whole-string RegExp. */
+export function globToRegExp(glob: string): RegExp {
+  let re = "";
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i]!;
+    if (c === "*") re += ".*";
+    else if (c === "?") re += ".";
+    else if (c === "[") {
+      const end = glob.indexOf("]", i + 2);
+      if (end < 0) {
+        re += "\\[";
+        continue;
+      }
+      let body = glob.slice(i + 1, end);
+      if (body.startsWith("!")) body = "^" + body.slice(1);
+      re += "[" + body.replace(/\\/g, "\\\\") + "]";
+      i = end;
+    } else re += c.replace(/[.+^${}()|\\\]]/g, "\\$&");
+  }
+  return new RegExp(`^${re}$`, "s");
+}
+
+/** Apply --set-env/--unset-env operations, in order, to env (mutated). */
+export function applyEnvOps(env: Env, ops: EnvOp[], expand: boolean): void {
+  const set = (line: string, where: string) => {
+    const [name, value] = parseEnvLine(line, where);
+    env.delete(name);
+    env.set(name, expand ? expandValue(value, env) : value);
+  };
+  for (const op of ops) {
+    switch (op.kind) {
+      case "set":
+        set(op.text, op.text);
+        break;
+      case "file": {
+        const lines = op.text.split("\n");
+        lines.forEach((line, i) => {
+          if (line !== "") set(line, `${op.path}:${i + 1}`);
+        });
+        break;
+      }
+      case "unset": {
+        const re = globToRegExp(op.glob);
+        for (const name of [...env.keys()]) if (re.test(name)) env.delete(name);
+        break;
+      }
+      default:
+        op satisfies never;
+    }
+  }
+}

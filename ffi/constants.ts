@@ -1,0 +1,87 @@
+// Kernel and glibc constants, with their C names so man pages and grep agree.
+
+export const CLONE_NEWNS = 0x00020000;
+export const CLONE_NEWUSER = 0x10000000;
+export const SIGCHLD = 17;
+
+export const MS_RDONLY = 1;
+export const MS_NOSUID = 2;
+export const MS_NODEV = 4;
+export const MS_NOEXEC = 8;
+export const MS_REMOUNT = 32;
+export const MS_NOATIME = 1024;
+export const MS_NODIRATIME = 2048;
+export const MS_BIND = 4096;
+export const MS_REC = 16384;
+export const MS_PRIVATE = 1 << 18;
+export const MS_RELATIME = 1 << 21;
+export const MNT_DETACH = 2;
+
+// statvfs f_flag bits (ST_*) have the same values as the MS_* flags above.
+/** Flags of a mount that an unprivileged remount must keep ("locked"). */
+export const LOCKED_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME |
+  MS_NODIRATIME | MS_RELATIME | MS_RDONLY;
+
+export const PR_SET_PDEATHSIG = 1;
+export const PR_SET_NO_NEW_PRIVS = 38;
+
+export const O_CLOEXEC = 0o2000000;
+export const MFD_CLOEXEC = 1;
+export const SIG_SETMASK = 2;
+export const SIG_BLOCK = 0;
+export const SIG_DFL = 0n;
+export const WUNTRACED = 2;
+
+export const SIGNALS: Record<string, number> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGQUIT: 3,
+  SIGKILL: 9,
+  SIGUSR1: 10,
+  SIGUSR2: 12,
+  SIGPIPE: 13,
+  SIGTERM: 15,
+  SIGCONT: 18,
+  SIGTSTP: 20,
+  SIGTTOU: 22,
+};
+
+// glibc has no pivot_root() wrapper, so it goes through syscall(2); the
+// number depends on the architecture.
+const SYS_PIVOT_ROOT: Record<string, number> = { x86_64: 155, aarch64: 41 };
+
+export function sysPivotRoot(): number {
+  const n = SYS_PIVOT_ROOT[Deno.build.arch];
+  if (n === undefined) throw new Error(`internal error: no pivot_root number for ${Deno.build.arch}`);
+  return n;
+}
+
+/** errno values (asm-generic, same on x86_64 and aarch64) and their names. */
+export const ERRNO_NAMES: Record<number, string> = {
+  1: "EPERM",
+  2: "ENOENT",
+  3: "ESRCH",
+  4: "EINTR",
+  5: "EIO",
+  7: "E2BIG",
+  8: "ENOEXEC",
+  9: "EBADF",
+  12: "ENOMEM",
+  13: "EACCES",
+  14: "EFAULT",
+  16: "EBUSY",
+  17: "EEXIST",
+  18: "EXDEV",
+  19: "ENODEV",
+  20: "ENOTDIR",
+  21: "EISDIR",
+  22: "EINVAL",
+  24: "EMFILE",
+  26: "ETXTBSY",
+  28: "ENOSPC",
+  30: "EROFS",
+  36: "ENAMETOOLONG",
+  38: "ENOSYS",
+  40: "ELOOP",
+  95: "EOPNOTSUPP",
+};

@@ -1,0 +1,102 @@
+// The one Deno.dlopen() table of den. It is opened on first use so that
+// `den --help` and the pure tests need no --allow-ffi.
+
+const SYMBOLS = {
+  dlsym: { parameters: ["pointer", "buffer"], result: "pointer" },
+  __errno_location: { parameters: [], result: "pointer" },
+  // glibc's clone(): the child starts in fn(arg) on the given stack. fn is
+  // setcontext, so the child runs a prepared chain of libc calls (chain.ts).
+  clone: {
+    parameters: ["pointer", "pointer", "i32", "pointer"],
+    result: "i32",
+  },
+  getcontext: { parameters: ["buffer"], result: "i32" },
+  // makecontext(ucp, fn, argc, ...) is variadic; glibc passes 64-bit values
+  // in the integer registers on x86_64 and aarch64, so fixed u64 arguments
+  // are the same call.
+  makecontext: {
+    parameters: ["buffer", "pointer", "i32", "u64", "u64", "u64", "u64", "u64", "u64"],
+    result: "void",
+  },
+  waitpid: {
+    parameters: ["i32", "buffer", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
+  waitpid_now: {
+    name: "waitpid",
+    parameters: ["i32", "buffer", "i32"],
+    result: "i32",
+  },
+  kill: { parameters: ["i32", "i32"], result: "i32" },
+  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  close: { parameters: ["i32"], result: "i32" },
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
+  statvfs: { parameters: ["buffer", "buffer"], result: "i32" },
+  getuid: { parameters: [], result: "u32" },
+  getgid: { parameters: [], result: "u32" },
+  getpid: { parameters: [], result: "i32" },
+  getpgrp: { parameters: [], result: "i32" },
+  setpgid: { parameters: ["i32", "i32"], result: "i32" },
+  isatty: { parameters: ["i32"], result: "i32" },
+  tcgetpgrp: { parameters: ["i32"], result: "i32" },
+  tcsetpgrp: { parameters: ["i32", "i32"], result: "i32" },
+  sigprocmask: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  getpwuid: { parameters: ["u32"], result: "pointer" },
+  getgrgid: { parameters: ["u32"], result: "pointer" },
+  strerror: { parameters: ["i32"], result: "pointer" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+export type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+let lib: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+
+/** The libc symbol table, opened on first use. */
+export function libc(): Libc {
+  lib ??= Deno.dlopen("libc.so.6", SYMBOLS);
+  return lib.symbols;
+}
+
+const encoder = new TextEncoder();
+
+/** A NUL-terminated copy of s. */
+export function cString(s: string): Uint8Array<ArrayBuffer> {
+  const bytes = encoder.encode(s);
+  const out = new Uint8Array(bytes.length + 1);
+  out.set(bytes);
+  return out;
+}
+
+/** The address of a libc function, for the child's chain of calls. */
+export function symbolAddress(name: string): Deno.PointerObject {
+  const p = libc().dlsym(null, cString(name));
+  if (p === null) throw new Error(`internal error: dlsym ${name} not found`);
+  return p;
+}
+
+/** errno of the calling (main) thread; read it right after a -1 return. */
+export function errno(): number {
+  const p = libc().__errno_location();
+  return new Deno.UnsafePointerView(p!).getInt32(0);
+}
+
+/** Address of this thread's errno. A clone() child without CLONE_SETTLS
+ * keeps the parent thread's TLS layout, so its errno lives at the same
+ * address. */
+export function errnoAddress(): bigint {
+  return BigInt(Deno.UnsafePointer.value(libc().__errno_location()));
+}
+
+/** Address of a buffer, for arguments stored inside the child's contexts. */
+export function addressOf(buf: Uint8Array<ArrayBuffer> | BigUint64Array<ArrayBuffer>): bigint {
+  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
+}
+
+/** Read a NUL-terminated string at a pointer (NULL gives undefined). */
+export function readCString(p: Deno.PointerValue, offset = 0): string | undefined {
+  if (p === null) return undefined;
+  return new Deno.UnsafePointerView(p).getCString(offset);
+}

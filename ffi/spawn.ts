@@ -1,0 +1,326 @@
+// runPlan(): start the container a Plan describes and wait for it.
+
+import { DenError, EXIT_CMD } from "../error.ts";
+import type { MountOp, Plan } from "../plan.ts";
+import { CallChain } from "./chain.ts";
+import {
+  CLONE_NEWNS,
+  CLONE_NEWUSER,
+  ERRNO_NAMES,
+  LOCKED_FLAGS,
+  MNT_DETACH,
+  MS_BIND,
+  MS_PRIVATE,
+  MS_RDONLY,
+  MS_REC,
+  MS_REMOUNT,
+  O_CLOEXEC,
+  PR_SET_NO_NEW_PRIVS,
+  PR_SET_PDEATHSIG,
+  SIG_BLOCK,
+  SIG_DFL,
+  SIG_SETMASK,
+  SIGCHLD,
+  SIGNALS,
+  sysPivotRoot,
+} from "./constants.ts";
+import { errnoError, strerror } from "./errno.ts";
+import { cString, errno, libc, symbolAddress } from "./libc.ts";
+
+/** Signals den passes on to the container's process. */
+export const FORWARDED_SIGNALS: Deno.Signal[] = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"];
+
+export interface RunHooks {
+  /** Called for each step with -v. */
+  verbose?: (msg: string) => void;
+  warn?: (msg: string) => void;
+}
+
+/** A libc call in the child whose failure ends the run with this error. */
+interface Step {
+  op: string;
+  path?: string;
+  optional?: boolean;
+}
+
+function pipe(): [number, number] {
+  const fds = new Int32Array(2);
+  if (libc().pipe2(new Uint8Array(fds.buffer), O_CLOEXEC) !== 0) throw errnoError("can't pipe", errno());
+  return [fds[0]!, fds[1]!];
+}
+
+/** Read exactly n bytes unless EOF comes first; returns what was read. */
+function readFull(fd: number, n: number): Uint8Array {
+  const buf = new Uint8Array(n);
+  let got = 0;
+  while (got < n) {
+    const r = Number(libc().read(fd, buf.subarray(got), BigInt(n - got)));
+    if (r === 0) break;
+    if (r < 0) {
+      if (errno() === 4) continue; // EINTR
+      throw errnoError("can't read from container", errno());
+    }
+    got += r;
+  }
+  return buf.subarray(0, got);
+}
+
+/** Mount flags of the file system holding path (statvfs f_flag). */
+function mountFlags(path: string): number {
+  const buf = new BigUint64Array(14); // struct statvfs is 112 bytes on 64-bit
+  if (libc().statvfs(cString(path), new Uint8Array(buf.buffer)) !== 0) {
+    throw errnoError("can't statvfs", errno(), { path });
+  }
+  return Number(buf[9]!); // f_flag
+}
+
+/** A temporary host file with content, for the child to bind. A memfd
+ * cannot be the source of a bind mount in another mount namespace (EINVAL),
+ * so this is a file that runPlan() deletes once the child has bound it. */
+function tempFile(name: string, content: string, tmpdir: string): string {
+  try {
+    const path = Deno.makeTempFileSync({ dir: tmpdir, prefix: `den-${name}.` });
+    Deno.writeTextFileSync(path, content);
+    return path;
+  } catch (e) {
+    throw new DenError("can't write temporary file", (e as Error).message, { path: tmpdir, cause: e });
+  }
+}
+
+function statusToExit(status: number): number {
+  const sig = status & 0x7f;
+  return sig === 0 ? (status >> 8) & 0xff : 128 + sig;
+}
+
+/** Write the id maps of a child in a new user namespace. */
+function writeIdMaps(pid: number, plan: Plan): void {
+  const write = (file: string, text: string) => {
+    try {
+      Deno.writeTextFileSync(`/proc/${pid}/${file}`, text);
+    } catch (e) {
+      throw new DenError(`can't write /proc/${pid}/${file}`, (e as Error).message, { cause: e });
+    }
+  };
+  write("setgroups", "deny");
+  write("uid_map", `${plan.uidMap.inside} ${plan.uidMap.outside} 1\n`);
+  write("gid_map", `${plan.gidMap.inside} ${plan.gidMap.outside} 1\n`);
+}
+
+/** Why clone() with CLONE_NEWUSER fails, as one line of advice. */
+function usernsHint(): string {
+  const read = (p: string) => {
+    try {
+      return Deno.readTextFileSync(p).trim();
+    } catch {
+      return undefined;
+    }
+  };
+  if (read("/proc/sys/user/max_user_namespaces") === "0") {
+    return "unprivileged user namespaces are disabled: sysctl user.max_user_namespaces is 0";
+  }
+  if (read("/proc/sys/kernel/unprivileged_userns_clone") === "0") {
+    return "unprivileged user namespaces are disabled: sysctl kernel.unprivileged_userns_clone is 0";
+  }
+  if (read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") === "1") {
+    return "AppArmor restricts user namespaces: sysctl kernel.apparmor_restrict_unprivileged_userns is 1";
+  }
+  return "user namespaces look unavailable (check user.max_user_namespaces)";
+}
+
+/** Create the missing mount points a -w plan asks for. */
+function createMountPoints(plan: Plan): void {
+  for (const c of plan.create) {
+    try {
+      if (c.kind === "dir") Deno.mkdirSync(c.path, { recursive: true });
+      else {
+        Deno.mkdirSync(c.path.slice(0, c.path.lastIndexOf("/")), { recursive: true });
+        Deno.writeFileSync(c.path, new Uint8Array(), { createNew: true });
+      }
+    } catch (e) {
+      throw new DenError("can't mkdir", (e as Error).message, { path: c.path, cause: e });
+    }
+  }
+}
+
+/** Add the child's calls for one mount op; returns the steps it reports. */
+function addOp(chain: CallChain, op: MountOp, temps: string[], tmpdir: string): Step[] {
+  const none = 0n;
+  switch (op.kind) {
+    case "bind":
+      chain.reported("mount", chain.str(op.source), chain.str(op.target), none, MS_BIND | (op.recursive ? MS_REC : 0), none);
+      return [{ op: `can't bind ${op.source} to ${op.target}` }];
+    case "bind-file": {
+      const source = tempFile(op.target.slice(op.target.lastIndexOf("/") + 1), op.content, tmpdir);
+      temps.push(source);
+      chain.reported("mount", chain.str(source), chain.str(op.target), none, MS_BIND, none);
+      return [{ op: `can't bind a generated file to ${op.target}` }];
+    }
+    case "tmpfs":
+      chain.reported("mount", chain.str("tmpfs"), chain.str(op.target), chain.str("tmpfs"), 0, chain.str("mode=1777"));
+      return [{ op: `can't mount tmpfs at ${op.target}` }];
+    case "mkdir":
+      chain.reported("mkdir", chain.str(op.target), 0o755);
+      return [{ op: "can't mkdir", path: op.target }];
+    case "remount-ro": {
+      const flags = MS_REMOUNT | MS_BIND | MS_RDONLY | (mountFlags(op.target) & LOCKED_FLAGS);
+      chain.reported("mount", none, chain.str(op.target), none, flags, none);
+      return [{ op: `can't re-mount image read-only`, path: op.target }];
+    }
+    default:
+      return op satisfies never;
+  }
+}
+
+/**
+ * Start the container of a plan and wait for its command; returns den's
+ * exit status (the command's, or 128+N when it died of signal N).
+ *
+ * unshare(CLONE_NEWUSER) fails with EINVAL in a multithreaded process, and
+ * Deno always is one. So clone(2) creates the namespaces for a child that
+ * runs only libc code (chain.ts). It waits until the parent has written its
+ * id maps, reports the errno of each mount to the parent, and waits again
+ * before execvp(): the parent lets it go only when every step succeeded.
+ */
+export async function runPlan(plan: Plan, hooks: RunHooks = {}): Promise<number> {
+  const lc = libc();
+  createMountPoints(plan);
+  const [syncRead, syncWrite] = pipe();
+  const [reportRead, reportWrite] = pipe();
+  const temps: string[] = [];
+  const removeTemps = () => temps.splice(0).forEach((p) => Deno.removeSync(p));
+  const closeAll = (...fds: number[]) => fds.forEach((fd) => lc.close(fd));
+
+  const chain = new CallChain();
+  chain.reportFd = reportWrite;
+  const steps: Step[] = [];
+  const none = 0n;
+  const scratch = chain.buffer(8);
+  try {
+    // Deno ignores SIGPIPE and handles others; the command wants defaults.
+    for (const sig of ["SIGPIPE", ...FORWARDED_SIGNALS]) chain.call("signal", SIGNALS[sig]!, SIG_DFL);
+    chain.call("sigprocmask", SIG_SETMASK, chain.buffer(128).address, none);
+    // If den dies, so does the container (PDEATHSIG follows the thread that
+    // called clone, Deno's main thread, which lives as long as den).
+    chain.call("prctl", PR_SET_PDEATHSIG, SIGNALS.SIGKILL!, 0, 0, 0);
+    chain.call("read", syncRead, scratch.address, 1);
+    chain.reported("mount", none, chain.str("/"), none, MS_REC | MS_PRIVATE, none);
+    steps.push({ op: "can't make / private" });
+    chain.reported("mount", chain.str(plan.rootfs), chain.str(plan.rootfs), none, MS_BIND | MS_REC, none);
+    steps.push({ op: `can't bind ${plan.rootfs} to itself` });
+    for (const op of plan.ops) steps.push(...addOp(chain, op, temps, plan.tmpdir));
+    chain.reported("chdir", chain.str(plan.rootfs));
+    steps.push({ op: "can't chdir", path: plan.rootfs });
+    chain.reported("syscall", sysPivotRoot(), chain.str("."), chain.str("."));
+    steps.push({ op: "can't pivot_root(2)", path: plan.rootfs });
+    chain.reported("umount2", chain.str("."), MNT_DETACH);
+    steps.push({ op: "can't detach the old root" });
+    chain.reported("chdir", chain.str("/"));
+    steps.push({ op: "can't chdir", path: "/" });
+    chain.reported("chdir", chain.str(plan.cwd));
+    steps.push({ op: `can't cd to ${plan.cwd}`, optional: plan.cwdOptional });
+    chain.reported("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    steps.push({ op: "can't set no_new_privs" });
+    // execvp() searches the PATH of `environ`, so the child points environ
+    // at the container's environment first.
+    chain.call("memcpy", BigInt(Deno.UnsafePointer.value(symbolAddress("environ"))), chain.words([chain.strv(plan.env)]), 8);
+    // The gate: the first byte of the command is what the parent writes
+    // once all steps succeeded; if the parent died, the path stays empty.
+    const file = cString(plan.argv[0]!);
+    const gateByte = file[0]!;
+    file[0] = 0;
+    const fileBuf = chain.buffer(file.length);
+    fileBuf.bytes.set(file);
+    chain.call("read", syncRead, fileBuf.address, 1);
+    chain.call("execvp", fileBuf.address, chain.strv(plan.argv));
+    chain.reportErrno();
+    chain.call("_exit", EXIT_CMD);
+
+    const pid = chain.clone(CLONE_NEWUSER | CLONE_NEWNS | SIGCHLD);
+    if (pid < 0) {
+      const code = errno();
+      throw errnoError("can't clone a user namespace", code, { hint: usernsHint() });
+    }
+    closeAll(reportWrite, syncRead);
+    const kill = () => {
+      lc.kill(pid, SIGNALS.SIGKILL!);
+      lc.waitpid_now(pid, new Uint8Array(4), 0);
+    };
+    try {
+      // Its own process group, in the terminal's foreground if den is, so
+      // Ctrl-C reaches the command once, not also through den.
+      lc.setpgid(pid, pid);
+      writeIdMaps(pid, plan);
+      lc.write(syncWrite, new Uint8Array([1]), 1n);
+      const reports = new Int32Array(readFull(reportRead, steps.length * 4).slice().buffer);
+      for (let i = 0; i < steps.length; i++) {
+        const step = steps[i]!;
+        if (i >= reports.length) throw new DenError("container setup", "child died before it was ready");
+        const code = reports[i]!;
+        if (code === 0) continue;
+        if (step.optional) {
+          hooks.warn?.(`${errnoError(step.op, code).message}; using /`);
+          continue;
+        }
+        throw errnoError(step.op, code, { path: step.path });
+      }
+    } catch (e) {
+      kill();
+      throw e;
+    }
+    removeTemps();
+    return await superviseChild(pid, gateByte, syncWrite, reportRead, plan);
+  } finally {
+    closeAll(syncWrite, reportRead);
+    removeTemps();
+  }
+}
+
+/** Let the child exec, forward signals to it, and wait for its exit. */
+async function superviseChild(
+  pid: number,
+  gateByte: number,
+  syncWrite: number,
+  reportRead: number,
+  plan: Plan,
+): Promise<number> {
+  const lc = libc();
+  const foreground = lc.isatty(0) === 1 && lc.tcgetpgrp(0) === lc.getpgrp();
+  if (foreground) lc.tcsetpgrp(0, pid);
+  const forward = FORWARDED_SIGNALS.map((sig) => {
+    const fn = () => lc.kill(pid, SIGNALS[sig]!);
+    Deno.addSignalListener(sig, fn);
+    return [sig, fn] as const;
+  });
+  try {
+    lc.write(syncWrite, new Uint8Array([gateByte]), 1n);
+    const failed = readFull(reportRead, 4);
+    const status = new Int32Array(1);
+    if (failed.length === 4) {
+      lc.waitpid_now(pid, new Uint8Array(status.buffer), 0);
+      const code = new Int32Array(failed.slice().buffer)[0]!;
+      throw new DenError("can't execve(2)", `${plan.argv[0]}: ${strerror(code)}`, {
+        code: ERRNO_NAMES[code],
+        exitCode: EXIT_CMD,
+      });
+    }
+    for (;;) {
+      const r = await lc.waitpid(pid, new Uint8Array(status.buffer), 0);
+      if (r === pid) break;
+      if (r < 0 && errno() !== 4) throw errnoError("can't waitpid", errno());
+    }
+    return statusToExit(status[0]!);
+  } finally {
+    for (const [sig, fn] of forward) Deno.removeSignalListener(sig, fn);
+    if (foreground) {
+      // den is now in the background of its terminal: tcsetpgrp() would stop
+      // it with SIGTTOU unless that is blocked.
+      const set = new Uint8Array(128);
+      set[2] = 1 << (SIGNALS.SIGTTOU! - 1 - 16);
+      const old = new Uint8Array(128);
+      lc.sigprocmask(SIG_BLOCK, set, old);
+      lc.tcsetpgrp(0, lc.getpgrp());
+      lc.sigprocmask(SIG_SETMASK, old, null);
+    }
+  }
+}
+

@@ -1,0 +1,306 @@
+// planContainer(): what `den run` will do, as plain data. Nothing here
+// mounts or writes; ffi/spawn.ts carries a Plan out. --dry-run prints it.
+
+import { DenError, EXIT_USAGE } from "./error.ts";
+import { applyEnvOps, type Env, type EnvOp } from "./env.ts";
+
+/** A `-b SRC[:DST]` request. */
+export interface Bind {
+  source: string;
+  target?: string;
+}
+
+/** Image configuration that `den run` uses (from the image's metadata). */
+export interface ImageConfig {
+  env?: string[]; // "NAME=VALUE", in order
+  entrypoint?: string[] | null;
+  cmd?: string[] | null;
+  cwd?: string;
+}
+
+/** What the user asked for: `den run` options, parsed. */
+export interface RunOptions {
+  image: string;
+  command: string[];
+  binds: Bind[];
+  cd?: string;
+  write: boolean;
+  envOps: EnvOp[];
+  envNoExpand: boolean;
+  imageEnv: boolean;
+  uid?: number;
+  gid?: number;
+  home: boolean;
+  noPasswd: boolean;
+  privateTmp: boolean;
+  verbose: number;
+  storage?: string;
+  dryRun: boolean;
+}
+
+/** The file system as the planner sees it (tests pass a fake). */
+export interface HostView {
+  /** Type of path without following a final symlink; undefined if absent. */
+  lkind(path: string): "dir" | "file" | "symlink" | "other" | undefined;
+  readlink(path: string): string;
+}
+
+/** Facts about the host that shape the plan. */
+export interface HostFacts {
+  env: [string, string][];
+  uid: number;
+  gid: number;
+  /** Host $USER (or the name of the uid). */
+  user: string;
+  /** Name and GECOS of a uid, and name of a gid, from the host's database. */
+  passwdEntry(uid: number): { name: string; gecos: string } | undefined;
+  groupName(gid: number): string | undefined;
+  fs: HostView;
+}
+
+export type MountOp =
+  /** MS_BIND (recursive for /dev, /proc, /sys and user binds). */
+  | { kind: "bind"; source: string; target: string; recursive: boolean }
+  /** Bind a file whose content den makes (/etc/passwd, /etc/group). */
+  | { kind: "bind-file"; content: string; target: string }
+  | { kind: "tmpfs"; target: string }
+  /** mkdir inside a tmpfs den mounted (--home). */
+  | { kind: "mkdir"; target: string }
+  /** Remount the image read-only, keeping its locked flags. */
+  | { kind: "remount-ro"; target: string };
+
+export interface Plan {
+  /** Host path of the image directory. */
+  rootfs: string;
+  /** Host paths to create before starting (mount points, with -w only). */
+  create: { path: string; kind: "dir" | "file" }[];
+  /** In order; targets are host paths inside rootfs. Then pivot_root. */
+  ops: MountOp[];
+  uidMap: { inside: number; outside: number };
+  gidMap: { inside: number; outside: number };
+  /** Working directory inside the container, after pivot_root. */
+  cwd: string;
+  /** A failed chdir to cwd is only a warning (it came from the image). */
+  cwdOptional: boolean;
+  argv: string[];
+  env: string[];
+  /** Host directory for den's short-lived files (host $TMPDIR or /tmp). */
+  tmpdir: string;
+  warnings: string[];
+}
+
+export const CH_RUNNING = "Weird Al Yankovic";
+
+/** Mount points every image needs, in mount order. */
+const DEFAULT_BINDS: { path: string; recursive: boolean; optional: boolean }[] = [
+  { path: "/dev", recursive: true, optional: false },
+  { path: "/proc", recursive: true, optional: false },
+  { path: "/sys", recursive: true, optional: false },
+  { path: "/etc/hosts", recursive: false, optional: true },
+  { path: "/etc/resolv.conf", recursive: false, optional: true },
+];
+
+/** Join a container path (absolute or not) under rootfs. */
+function under(rootfs: string, containerPath: string): string {
+  const parts = containerPath.split("/").filter((p) => p !== "" && p !== ".");
+  return parts.length ? `${rootfs}/${parts.join("/")}` : rootfs;
+}
+
+/**
+ * Resolve a container path to a host path inside rootfs, following the
+ * image's symlinks as the container would see them (absolute targets start
+ * again at the image root; ".." stops at it). Missing components are kept.
+ */
+export function resolveInRoot(rootfs: string, containerPath: string, fs: HostView): string {
+  const todo = containerPath.split("/").filter((p) => p !== "" && p !== ".");
+  const done: string[] = [];
+  let links = 0;
+  while (todo.length) {
+    const part = todo.shift()!;
+    if (part === "..") {
+      done.pop();
+      continue;
+    }
+    const host = under(rootfs, [...done, part].join("/"));
+    if (fs.lkind(host) === "symlink") {
+      if (++links > 40) {
+        throw new DenError("can't resolve", "Too many levels of symbolic links", {
+          path: containerPath,
+          code: "ELOOP",
+        });
+      }
+      const target = fs.readlink(host);
+      if (target.startsWith("/")) done.length = 0;
+      todo.unshift(...target.split("/").filter((p) => p !== "" && p !== "."));
+      continue;
+    }
+    done.push(part);
+  }
+  return under(rootfs, done.join("/"));
+}
+
+function kindOf(fs: HostView, hostPath: string): "dir" | "file" | "other" | undefined {
+  let p = hostPath;
+  for (let i = 0; i < 40; i++) {
+    const k = fs.lkind(p);
+    if (k !== "symlink") return k;
+    const t = fs.readlink(p);
+    p = t.startsWith("/") ? t : `${p.slice(0, p.lastIndexOf("/"))}/${t}`;
+  }
+  return "other";
+}
+
+/** The container's /etc/passwd, as ch-run writes it. */
+export function passwdFile(uid: number, gid: number, facts: HostFacts): string {
+  let text = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n";
+  if (uid !== 0 && uid !== 65534) {
+    const pw = facts.passwdEntry(uid);
+    const name = pw?.name ?? (uid === facts.uid ? facts.user : `uid${uid}`);
+    text += `${name}:x:${uid}:${gid}:${pw?.gecos ?? ""}:/:/bin/sh\n`;
+  }
+  return text;
+}
+
+/** The container's /etc/group, as ch-run writes it. */
+export function groupFile(gid: number, facts: HostFacts): string {
+  let text = "root:x:0:\nnogroup:x:65534:\n";
+  if (gid !== 0 && gid !== 65534) {
+    text += `${facts.groupName(gid) ?? `gid${gid}`}:x:${gid}:\n`;
+  }
+  return text;
+}
+
+/** Host environment adjusted as ch-run does, then image, user, CH_RUNNING. */
+function planEnv(opts: RunOptions, facts: HostFacts, image: ImageConfig | undefined, warnings: string[]): string[] {
+  const env: Env = new Map(facts.env);
+  const path = env.get("PATH");
+  if (path === undefined) warnings.push("$PATH not set");
+  else if (!path.split(":").some((p) => p === "/bin" || p === "/bin/")) {
+    env.set("PATH", `${path}:/bin`);
+  }
+  // The host's $TMPDIR is what appears at /tmp, so the variable would lie.
+  env.delete("TMPDIR");
+  if (opts.home) env.set("HOME", `/home/${facts.user}`);
+  if (opts.imageEnv) {
+    for (const line of image?.env ?? []) {
+      const eq = line.indexOf("=");
+      if (eq > 0) {
+        env.delete(line.slice(0, eq));
+        env.set(line.slice(0, eq), line.slice(eq + 1));
+      }
+    }
+  }
+  applyEnvOps(env, opts.envOps, !opts.envNoExpand);
+  env.delete("CH_RUNNING");
+  env.set("CH_RUNNING", CH_RUNNING);
+  return [...env].map(([k, v]) => `${k}=${v}`);
+}
+
+/**
+ * Decide everything `den run` will do. Throws DenError naming the user's
+ * own paths when the image or a bind cannot work.
+ */
+export function planContainer(
+  opts: RunOptions,
+  facts: HostFacts,
+  rootfs: string,
+  image?: ImageConfig,
+): Plan {
+  const fs = facts.fs;
+  const warnings: string[] = [];
+  const create: Plan["create"] = [];
+  const ops: MountOp[] = [];
+
+  let argv = opts.command;
+  if (argv.length === 0) argv = [...(image?.entrypoint ?? []), ...(image?.cmd ?? [])];
+  if (argv.length === 0) {
+    throw new DenError("", "IMAGE and/or CMD not specified", { exitCode: EXIT_USAGE });
+  }
+
+  // A mount point must exist in the image; with -w den creates it.
+  const mountPoint = (containerPath: string, kind: "dir" | "file"): string | undefined => {
+    const target = resolveInRoot(rootfs, containerPath, fs);
+    const have = kindOf(fs, target);
+    if (have !== undefined) return target;
+    if (!opts.write) {
+      throw new DenError("can't bind", `destination not found: ${target}`, {
+        hint: `the image has no ${containerPath}; -w would create it`,
+      });
+    }
+    create.push({ path: target, kind });
+    return target;
+  };
+
+  for (const d of DEFAULT_BINDS) {
+    if (d.optional) {
+      const target = resolveInRoot(rootfs, d.path, fs);
+      if (kindOf(fs, d.path) !== "file" || kindOf(fs, target) !== "file") continue;
+      ops.push({ kind: "bind", source: d.path, target, recursive: false });
+    } else {
+      ops.push({ kind: "bind", source: d.path, target: mountPoint(d.path, "dir")!, recursive: d.recursive });
+    }
+  }
+
+  const uid = opts.uid ?? facts.uid;
+  const gid = opts.gid ?? facts.gid;
+  if (!opts.noPasswd) {
+    ops.push({ kind: "bind-file", content: passwdFile(uid, gid, facts), target: mountPoint("/etc/passwd", "file")! });
+    ops.push({ kind: "bind-file", content: groupFile(gid, facts), target: mountPoint("/etc/group", "file")! });
+  }
+
+  const tmp = mountPoint("/tmp", "dir")!;
+  const hostTmp = facts.env.find(([k]) => k === "TMPDIR")?.[1] || "/tmp";
+  if (opts.privateTmp) ops.push({ kind: "tmpfs", target: tmp });
+  else {
+    if (kindOf(fs, hostTmp) !== "dir") {
+      throw new DenError("can't bind", `source not found: ${hostTmp}`, { hint: "$TMPDIR names no directory" });
+    }
+    ops.push({ kind: "bind", source: hostTmp, target: tmp, recursive: false });
+  }
+
+  if (opts.home) {
+    const home = facts.env.find(([k]) => k === "HOME")?.[1];
+    if (!home) throw new DenError("--home", "$HOME not set", { exitCode: EXIT_USAGE });
+    if (kindOf(fs, home) !== "dir") throw new DenError("can't bind", `source not found: ${home}`);
+    const homeDir = mountPoint("/home", "dir")!;
+    ops.push({ kind: "tmpfs", target: homeDir });
+    ops.push({ kind: "mkdir", target: `${homeDir}/${facts.user}` });
+    ops.push({ kind: "bind", source: home, target: `${homeDir}/${facts.user}`, recursive: true });
+  }
+
+  for (const b of opts.binds) {
+    const sourceKind = kindOf(fs, b.source);
+    if (sourceKind === undefined) throw new DenError("can't bind", `source not found: ${b.source}`);
+    const containerPath = b.target ?? b.source;
+    if (!containerPath.startsWith("/")) {
+      throw new DenError("can't bind", `destination not absolute: ${containerPath}`, { exitCode: EXIT_USAGE });
+    }
+    const target = resolveInRoot(rootfs, containerPath, fs);
+    if (kindOf(fs, target) === undefined) {
+      if (!opts.write) {
+        throw new DenError("can't bind", `destination not found: ${containerPath}`, {
+          hint: `the image has no ${containerPath}; -w would create it`,
+        });
+      }
+      create.push({ path: target, kind: sourceKind === "dir" ? "dir" : "file" });
+    }
+    ops.push({ kind: "bind", source: b.source, target, recursive: true });
+  }
+
+  if (!opts.write) ops.push({ kind: "remount-ro", target: rootfs });
+
+  const cwd = opts.cd ?? image?.cwd ?? "/";
+  return {
+    rootfs,
+    create,
+    ops,
+    uidMap: { inside: uid, outside: facts.uid },
+    gidMap: { inside: gid, outside: facts.gid },
+    cwd,
+    cwdOptional: opts.cd === undefined,
+    argv,
+    env: planEnv(opts, facts, image, warnings),
+    tmpdir: hostTmp,
+    warnings,
+  };
+}
