@@ -1,6 +1,6 @@
 // `den run`: parseRunArgs() (pure) and runCommand().
 
-import { parseArgs } from "node:util";
+import { countFlag, lastValue, type OptionSpec, parseArgv } from "./args.ts";
 import { DenError, EXIT_USAGE, usageError } from "../error.ts";
 import type { EnvOp } from "../env.ts";
 import { type HostFacts, type HostView, type ImageConfig, planContainer, type RunOptions } from "../plan.ts";
@@ -64,58 +64,43 @@ function parseId(name: string, text: string): number {
   return n;
 }
 
+const RUN_OPTIONS: Record<string, OptionSpec> = {
+  bind: { short: "b", takes: "value" },
+  cd: { short: "c", takes: "value" },
+  "env-no-expand": { takes: "flag" },
+  feature: { takes: "value" },
+  gid: { short: "g", takes: "value" },
+  home: { takes: "flag" },
+  "no-image-env": { takes: "flag" },
+  "no-passwd": { takes: "flag" },
+  "set-env": { takes: "optional" },
+  storage: { short: "s", takes: "value" },
+  "private-tmp": { short: "t", takes: "flag" },
+  "unset-env": { takes: "value" },
+  uid: { short: "u", takes: "value" },
+  verbose: { short: "v", takes: "flag" },
+  write: { short: "w", takes: "flag" },
+  "dry-run": { takes: "flag" },
+  help: { short: "h", takes: "flag" },
+  "?": { short: "?", takes: "flag" },
+  version: { short: "V", takes: "flag" },
+};
+
 /** Parse the arguments of `den run` (everything after "run"). Pure. */
 export function parseRunArgs(args: string[]): RunRequest {
-  // --set-env takes an optional argument, only as --set-env=ARG (argp style).
-  const argv = args.map((a) => a === "--set-env" ? "--set-env=" : a);
-  const dashdash = argv.indexOf("--");
-  const head = dashdash < 0 ? argv : argv.slice(0, dashdash);
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: [...head, ...(dashdash < 0 ? [] : ["--", ...argv.slice(dashdash + 1)])],
-      options: {
-        bind: { type: "string", short: "b", multiple: true },
-        cd: { type: "string", short: "c" },
-        "env-no-expand": { type: "boolean" },
-        feature: { type: "string" },
-        gid: { type: "string", short: "g" },
-        home: { type: "boolean" },
-        "no-image-env": { type: "boolean" },
-        "no-passwd": { type: "boolean" },
-        "set-env": { type: "string", multiple: true },
-        storage: { type: "string", short: "s" },
-        "private-tmp": { type: "boolean", short: "t" },
-        "unset-env": { type: "string", multiple: true },
-        uid: { type: "string", short: "u" },
-        verbose: { type: "boolean", short: "v", multiple: true },
-        write: { type: "boolean", short: "w" },
-        "dry-run": { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-        version: { type: "boolean", short: "V" },
-      },
-      allowPositionals: true,
-      strict: true,
-      tokens: true,
-    });
-  } catch (e) {
-    const msg = (e as Error).message.split("\n")[0]!
-      .replace(/\. To specify a positional.*$/, "")
-      .replace(/^Unknown option/, "unrecognized option");
-    throw usageError(msg, "try 'den run --help'");
-  }
-  const v = parsed.values;
-  if (v.help) return { kind: "help" };
-  if (v.version) return { kind: "version" };
-  if (v.feature !== undefined) return { kind: "feature", name: v.feature };
+  const parsed = parseArgv(args, RUN_OPTIONS, "den run --help");
+  const has = (name: string) => countFlag(parsed, name) > 0;
+  if (has("help") || has("?")) return { kind: "help" };
+  if (has("version")) return { kind: "version" };
+  const feature = lastValue(parsed, "feature");
+  if (feature !== undefined) return { kind: "feature", name: feature };
 
   const [image, ...command] = parsed.positionals;
   if (image === undefined) {
     throw usageError("IMAGE and/or CMD not specified", "try 'den run --help'");
   }
   const envOps: EnvOp[] = [];
-  for (const t of parsed.tokens ?? []) {
-    if (t.kind !== "option") continue;
+  for (const t of parsed.options) {
     if (t.name === "set-env") {
       const value = t.value ?? "";
       if (value.includes("=")) envOps.push({ kind: "set", text: value });
@@ -125,32 +110,34 @@ export function parseRunArgs(args: string[]): RunRequest {
       envOps.push({ kind: "unset", glob: t.value });
     }
   }
-  const binds = (v.bind ?? []).map((b) => {
+  const binds = parsed.options.filter((o) => o.name === "bind").map(({ value: b = "" }) => {
     const i = b.indexOf(":");
     const source = i < 0 ? b : b.slice(0, i);
     const target = i < 0 ? undefined : b.slice(i + 1);
     if (source === "" || target === "") throw usageError(`--bind: no source or destination: ${b}`);
     return { source, target };
   });
+  const uid = lastValue(parsed, "uid");
+  const gid = lastValue(parsed, "gid");
   return {
     kind: "run",
     options: {
       image,
       command,
       binds,
-      cd: v.cd,
-      write: v.write ?? false,
+      cd: lastValue(parsed, "cd"),
+      write: has("write"),
       envOps,
-      envNoExpand: v["env-no-expand"] ?? false,
-      imageEnv: !v["no-image-env"],
-      uid: v.uid === undefined ? undefined : parseId("uid", v.uid),
-      gid: v.gid === undefined ? undefined : parseId("gid", v.gid),
-      home: v.home ?? false,
-      noPasswd: v["no-passwd"] ?? false,
-      privateTmp: v["private-tmp"] ?? false,
-      verbose: v.verbose?.length ?? 0,
-      storage: v.storage,
-      dryRun: v["dry-run"] ?? false,
+      envNoExpand: has("env-no-expand"),
+      imageEnv: !has("no-image-env"),
+      uid: uid === undefined ? undefined : parseId("uid", uid),
+      gid: gid === undefined ? undefined : parseId("gid", gid),
+      home: has("home"),
+      noPasswd: has("no-passwd"),
+      privateTmp: has("private-tmp"),
+      verbose: countFlag(parsed, "verbose"),
+      storage: lastValue(parsed, "storage"),
+      dryRun: has("dry-run"),
     },
   };
 }

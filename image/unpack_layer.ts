@@ -1,0 +1,303 @@
+// Applying one layer's tar entries to a rootfs with OCI semantics: whiteouts,
+// opaque directories, type changes, hard links; everything owned by and
+// writable for the invoking user; nothing outside the rootfs touched.
+import { DenError } from "../error.ts";
+import { decodeName, quote, splitEntryPath } from "./entry_path.ts";
+import { RootfsResolver } from "./rootfs_resolver.ts";
+import type { TarEntry, TarHandler } from "./tar_parser.ts";
+import { OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from "./whiteout.ts";
+
+/** Counters of one unpack, summed over layers. */
+export interface UnpackStats {
+  files: number;
+  dirs: number;
+  symlinks: number;
+  hardlinks: number;
+  /** Device nodes and FIFOs, which an unprivileged user cannot create. */
+  devices: number;
+  whiteouts: number;
+  /** Entries whose extended attributes were dropped. */
+  xattrs: number;
+  /** Names that were not valid UTF-8 and were mapped (see decodeName). */
+  mappedNames: number;
+  /** Bytes of file data written. */
+  bytes: number;
+}
+
+export function newStats(): UnpackStats {
+  return {
+    files: 0,
+    dirs: 0,
+    symlinks: 0,
+    hardlinks: 0,
+    devices: 0,
+    whiteouts: 0,
+    xattrs: 0,
+    mappedNames: 0,
+    bytes: 0,
+  };
+}
+
+const S_ISUID_ISGID = 0o6000;
+
+let umaskCache: number | undefined;
+function umask(): number {
+  if (umaskCache === undefined) {
+    const old = Deno.umask(0o022);
+    Deno.umask(old);
+    umaskCache = old;
+  }
+  return umaskCache;
+}
+
+/**
+ * A TarHandler writing one layer into `rootfs`. The same resolver is shared by
+ * all layers of an image (it caches verified directories); call
+ * startLayer() before each layer.
+ */
+export class LayerWriter implements TarHandler {
+  readonly resolver: RootfsResolver;
+  readonly stats: UnpackStats;
+  /** Real paths created by the current layer: an opaque whiteout or a
+   * whiteout must not remove them (they only hide lower layers). */
+  #created = new Set<string>();
+  #file?: Deno.FsFile;
+  #filePath = "";
+  #fileMode = 0;
+  #fileMtime = 0;
+  #filePos = 0;
+  #fileSize = 0;
+  #umask = umask();
+
+  constructor(rootfs: string, stats: UnpackStats = newStats()) {
+    this.resolver = new RootfsResolver(rootfs);
+    this.resolver.onCreateDir = (p) => this.#created.add(p);
+    this.stats = stats;
+  }
+
+  startLayer(): void {
+    this.#created = new Set();
+  }
+
+  /** Close a file left open by an aborted layer. */
+  abort(): void {
+    try {
+      this.#file?.close();
+    } catch {
+      // already closed
+    }
+    this.#file = undefined;
+  }
+
+  entry(e: TarEntry): boolean {
+    const { text: name, mapped } = decodeName(e.name);
+    if (mapped) this.stats.mappedNames++;
+    if (e.hasXattrs) this.stats.xattrs++;
+    const comps = splitEntryPath(name);
+    const base = comps[comps.length - 1];
+    if (base === undefined) {
+      // The root itself ("./" or "/"): only a directory makes sense.
+      if (e.kind !== "dir") {
+        throw new DenError("", `refusing to replace rootfs with ${e.kind}: ${quote(name)}`);
+      }
+      return false;
+    }
+    if (base.startsWith(WHITEOUT_PREFIX)) {
+      this.#whiteout(comps, base, name);
+      return false;
+    }
+    const r = this.resolver;
+    const parent = r.dir(comps, comps.length - 1, true)!;
+    const real = parent === "" ? base : `${parent}/${base}`;
+    this.#created.add(real);
+    const host = r.host(real);
+    switch (e.kind) {
+      case "dir":
+        this.#mkdir(host, e.mode);
+        r.rememberDir(comps.join("/"), real);
+        this.stats.dirs++;
+        return false;
+      case "file":
+        this.#openFile(host, e);
+        this.stats.files++;
+        return true;
+      case "symlink": {
+        const target = decodeName(e.linkname).text;
+        this.#removeExisting(host);
+        Deno.symlinkSync(target, host);
+        this.stats.symlinks++;
+        return false;
+      }
+      case "hardlink":
+        this.#hardlink(host, real, e, name);
+        this.stats.hardlinks++;
+        return false;
+      case "char":
+      case "block":
+      case "fifo":
+        this.stats.devices++;
+        return false;
+    }
+  }
+
+  data(chunk: Uint8Array, offset: number): void {
+    const f = this.#file!;
+    if (offset !== this.#filePos) {
+      f.seekSync(offset, Deno.SeekMode.Start);
+      this.#filePos = offset;
+    }
+    let off = 0;
+    while (off < chunk.length) off += f.writeSync(chunk.subarray(off));
+    this.#filePos += chunk.length;
+    this.stats.bytes += chunk.length;
+  }
+
+  end(): void {
+    const f = this.#file;
+    if (!f) return;
+    this.#file = undefined;
+    try {
+      // Sparse files: holes at the end, or files that are only holes.
+      if (this.#filePos !== this.#fileSize) f.truncateSync(this.#fileSize);
+      const t = new Date(this.#fileMtime * 1000);
+      f.utimeSync(t, t);
+    } finally {
+      f.close();
+    }
+    const mode = this.#fileMode;
+    if ((mode & ~this.#umask) !== mode) Deno.chmodSync(this.#filePath, mode);
+  }
+
+  #openFile(host: string, e: TarEntry): void {
+    const mode = (e.mode & 0o7777 & ~S_ISUID_ISGID) | 0o600;
+    let f: Deno.FsFile;
+    try {
+      f = Deno.openSync(host, { write: true, createNew: true, mode });
+    } catch (err) {
+      if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+      this.#removeExisting(host);
+      f = Deno.openSync(host, { write: true, createNew: true, mode });
+    }
+    this.#file = f;
+    this.#filePath = host;
+    this.#fileMode = mode;
+    this.#fileMtime = e.mtime;
+    this.#filePos = 0;
+    this.#fileSize = e.size;
+  }
+
+  #mkdir(host: string, rawMode: number): void {
+    const mode = (rawMode & 0o1777) | 0o700;
+    let st: Deno.FileInfo | undefined;
+    try {
+      st = Deno.lstatSync(host);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+    if (st?.isDirectory) {
+      if (((st.mode ?? 0) & 0o7777) !== mode) Deno.chmodSync(host, mode);
+      return;
+    }
+    if (st) this.#remove(host, st);
+    Deno.mkdirSync(host, { mode });
+    if ((mode & ~this.#umask) !== mode) Deno.chmodSync(host, mode);
+  }
+
+  /** Remove whatever is at host (not following a final symlink). */
+  #removeExisting(host: string): void {
+    let st: Deno.FileInfo;
+    try {
+      st = Deno.lstatSync(host);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return;
+      throw err;
+    }
+    this.#remove(host, st);
+  }
+
+  #remove(host: string, st: Deno.FileInfo): void {
+    if (st.isDirectory) {
+      Deno.removeSync(host, { recursive: true });
+      this.resolver.invalidate();
+    } else {
+      Deno.removeSync(host);
+      if (st.isSymlink) this.resolver.invalidate();
+    }
+  }
+
+  #hardlink(host: string, real: string, e: TarEntry, name: string): void {
+    const linkName = decodeName(e.linkname).text;
+    const t = splitEntryPath(linkName, "hard link");
+    const tbase = t[t.length - 1];
+    if (tbase === undefined) {
+      throw new DenError("", `refusing hard link to rootfs: ${quote(name)} -> ${quote(linkName)}`);
+    }
+    const tparent = this.resolver.dir(t, t.length - 1, false);
+    const treal = tparent === undefined
+      ? undefined
+      : tparent === "" ? tbase : `${tparent}/${tbase}`;
+    let st: Deno.FileInfo | undefined;
+    if (treal !== undefined) {
+      try {
+        st = Deno.lstatSync(this.resolver.host(treal));
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      }
+    }
+    if (!st || treal === undefined) {
+      throw new DenError("", `hard link target not found: ${quote(name)} -> ${quote(linkName)}`);
+    }
+    if (st.isDirectory) {
+      throw new DenError("", `hard link to a directory: ${quote(name)} -> ${quote(linkName)}`);
+    }
+    if (treal === real) return; // a link to itself: nothing to do
+    this.#removeExisting(host);
+    Deno.linkSync(this.resolver.host(treal), host);
+  }
+
+  #whiteout(comps: string[], base: string, name: string): void {
+    this.stats.whiteouts++;
+    const r = this.resolver;
+    const parent = r.dir(comps, comps.length - 1, false);
+    if (base === OPAQUE_WHITEOUT) {
+      if (parent === undefined) return;
+      const host = r.host(parent);
+      let removed = false;
+      for (const d of Deno.readDirSync(host)) {
+        const child = parent === "" ? d.name : `${parent}/${d.name}`;
+        if (this.#created.has(child)) continue;
+        this.#removeExisting(`${host}/${d.name}`);
+        removed = true;
+      }
+      if (removed) r.invalidate();
+      return;
+    }
+    const target = base.slice(WHITEOUT_PREFIX.length);
+    if (target.startsWith(WHITEOUT_PREFIX)) return; // other aufs metadata
+    if (target === "" || target === "." || target === "..") {
+      throw new DenError("", `refusing whiteout outside rootfs: ${quote(name)}`);
+    }
+    if (parent === undefined) return;
+    const real = parent === "" ? target : `${parent}/${target}`;
+    if (this.#created.has(real)) return; // hides lower layers only
+    this.#removeExisting(r.host(real));
+  }
+}
+
+/** chmod u+rwx every directory below (and including) host, so that a
+ * recursive remove works on trees a user made read-only. */
+export function makeRemovable(host: string): void {
+  let st: Deno.FileInfo;
+  try {
+    st = Deno.lstatSync(host);
+  } catch {
+    return;
+  }
+  if (!st.isDirectory) return;
+  if (((st.mode ?? 0) & 0o700) !== 0o700) {
+    Deno.chmodSync(host, ((st.mode ?? 0) & 0o7777) | 0o700);
+  }
+  for (const d of Deno.readDirSync(host)) {
+    if (d.isDirectory) makeRemovable(`${host}/${d.name}`);
+  }
+}
