@@ -17,9 +17,13 @@ export type Env = Map<string, string>;
  */
 export function parseEnvLine(line: string, where: string): [string, string] {
   const eq = line.indexOf("=");
-  if (eq < 0) throw new DenError("can't parse variable", `no delimiter: ${where}`);
+  if (eq < 0) {
+    throw new DenError("can't parse variable", `no delimiter: ${where}`);
+  }
   const name = line.slice(0, eq);
-  if (name === "") throw new DenError("can't parse variable", `empty name: ${where}`);
+  if (name === "") {
+    throw new DenError("can't parse variable", `empty name: ${where}`);
+  }
   let value = line.slice(eq + 1);
   if (value.length >= 2 && value.startsWith("'") && value.endsWith("'")) {
     value = value.slice(1, -1);

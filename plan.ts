@@ -92,13 +92,14 @@ export interface Plan {
 export const CH_RUNNING = "Weird Al Yankovic";
 
 /** Mount points every image needs, in mount order. */
-const DEFAULT_BINDS: { path: string; recursive: boolean; optional: boolean }[] = [
-  { path: "/dev", recursive: true, optional: false },
-  { path: "/proc", recursive: true, optional: false },
-  { path: "/sys", recursive: true, optional: false },
-  { path: "/etc/hosts", recursive: false, optional: true },
-  { path: "/etc/resolv.conf", recursive: false, optional: true },
-];
+const DEFAULT_BINDS: { path: string; recursive: boolean; optional: boolean }[] =
+  [
+    { path: "/dev", recursive: true, optional: false },
+    { path: "/proc", recursive: true, optional: false },
+    { path: "/sys", recursive: true, optional: false },
+    { path: "/etc/hosts", recursive: false, optional: true },
+    { path: "/etc/resolv.conf", recursive: false, optional: true },
+  ];
 
 /** Join a container path (absolute or not) under rootfs. */
 function under(rootfs: string, containerPath: string): string {
@@ -111,7 +112,11 @@ function under(rootfs: string, containerPath: string): string {
  * image's symlinks as the container would see them (absolute targets start
  * again at the image root; ".." stops at it). Missing components are kept.
  */
-export function resolveInRoot(rootfs: string, containerPath: string, fs: HostView): string {
+export function resolveInRoot(
+  rootfs: string,
+  containerPath: string,
+  fs: HostView,
+): string {
   const todo = containerPath.split("/").filter((p) => p !== "" && p !== ".");
   const done: string[] = [];
   let links = 0;
@@ -124,10 +129,14 @@ export function resolveInRoot(rootfs: string, containerPath: string, fs: HostVie
     const host = under(rootfs, [...done, part].join("/"));
     if (fs.lkind(host) === "symlink") {
       if (++links > 40) {
-        throw new DenError("can't resolve", "Too many levels of symbolic links", {
-          path: containerPath,
-          code: "ELOOP",
-        });
+        throw new DenError(
+          "can't resolve",
+          "Too many levels of symbolic links",
+          {
+            path: containerPath,
+            code: "ELOOP",
+          },
+        );
       }
       const target = fs.readlink(host);
       if (target.startsWith("/")) done.length = 0;
@@ -139,7 +148,10 @@ export function resolveInRoot(rootfs: string, containerPath: string, fs: HostVie
   return under(rootfs, done.join("/"));
 }
 
-function kindOf(fs: HostView, hostPath: string): "dir" | "file" | "other" | undefined {
+function kindOf(
+  fs: HostView,
+  hostPath: string,
+): "dir" | "file" | "other" | undefined {
   let p = hostPath;
   for (let i = 0; i < 40; i++) {
     const k = fs.lkind(p);
@@ -152,7 +164,8 @@ function kindOf(fs: HostView, hostPath: string): "dir" | "file" | "other" | unde
 
 /** The container's /etc/passwd, as ch-run writes it. */
 export function passwdFile(uid: number, gid: number, facts: HostFacts): string {
-  let text = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n";
+  let text =
+    "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n";
   if (uid !== 0 && uid !== 65534) {
     const pw = facts.passwdEntry(uid);
     const name = pw?.name ?? (uid === facts.uid ? facts.user : `uid${uid}`);
@@ -171,7 +184,12 @@ export function groupFile(gid: number, facts: HostFacts): string {
 }
 
 /** Host environment adjusted as ch-run does, then image, user, CH_RUNNING. */
-function planEnv(opts: RunOptions, facts: HostFacts, image: ImageConfig | undefined, warnings: string[]): string[] {
+function planEnv(
+  opts: RunOptions,
+  facts: HostFacts,
+  image: ImageConfig | undefined,
+  warnings: string[],
+): string[] {
   const env: Env = new Map(facts.env);
   const path = env.get("PATH");
   if (path === undefined) warnings.push("$PATH not set");
@@ -212,13 +230,20 @@ export function planContainer(
   const ops: MountOp[] = [];
 
   let argv = opts.command;
-  if (argv.length === 0) argv = [...(image?.entrypoint ?? []), ...(image?.cmd ?? [])];
   if (argv.length === 0) {
-    throw new DenError("", "IMAGE and/or CMD not specified", { exitCode: EXIT_USAGE });
+    argv = [...(image?.entrypoint ?? []), ...(image?.cmd ?? [])];
+  }
+  if (argv.length === 0) {
+    throw new DenError("", "IMAGE and/or CMD not specified", {
+      exitCode: EXIT_USAGE,
+    });
   }
 
   // A mount point must exist in the image; with -w den creates it.
-  const mountPoint = (containerPath: string, kind: "dir" | "file"): string | undefined => {
+  const mountPoint = (
+    containerPath: string,
+    kind: "dir" | "file",
+  ): string | undefined => {
     const target = resolveInRoot(rootfs, containerPath, fs);
     const have = kindOf(fs, target);
     if (have !== undefined) return target;
@@ -234,18 +259,33 @@ export function planContainer(
   for (const d of DEFAULT_BINDS) {
     if (d.optional) {
       const target = resolveInRoot(rootfs, d.path, fs);
-      if (kindOf(fs, d.path) !== "file" || kindOf(fs, target) !== "file") continue;
+      if (kindOf(fs, d.path) !== "file" || kindOf(fs, target) !== "file") {
+        continue;
+      }
       ops.push({ kind: "bind", source: d.path, target, recursive: false });
     } else {
-      ops.push({ kind: "bind", source: d.path, target: mountPoint(d.path, "dir")!, recursive: d.recursive });
+      ops.push({
+        kind: "bind",
+        source: d.path,
+        target: mountPoint(d.path, "dir")!,
+        recursive: d.recursive,
+      });
     }
   }
 
   const uid = opts.uid ?? facts.uid;
   const gid = opts.gid ?? facts.gid;
   if (!opts.noPasswd) {
-    ops.push({ kind: "bind-file", content: passwdFile(uid, gid, facts), target: mountPoint("/etc/passwd", "file")! });
-    ops.push({ kind: "bind-file", content: groupFile(gid, facts), target: mountPoint("/etc/group", "file")! });
+    ops.push({
+      kind: "bind-file",
+      content: passwdFile(uid, gid, facts),
+      target: mountPoint("/etc/passwd", "file")!,
+    });
+    ops.push({
+      kind: "bind-file",
+      content: groupFile(gid, facts),
+      target: mountPoint("/etc/group", "file")!,
+    });
   }
 
   const tmp = mountPoint("/tmp", "dir")!;
@@ -253,36 +293,60 @@ export function planContainer(
   if (opts.privateTmp) ops.push({ kind: "tmpfs", target: tmp });
   else {
     if (kindOf(fs, hostTmp) !== "dir") {
-      throw new DenError("can't bind", `source not found: ${hostTmp}`, { hint: "$TMPDIR names no directory" });
+      throw new DenError("can't bind", `source not found: ${hostTmp}`, {
+        hint: "$TMPDIR names no directory",
+      });
     }
     ops.push({ kind: "bind", source: hostTmp, target: tmp, recursive: false });
   }
 
   if (opts.home) {
     const home = facts.env.find(([k]) => k === "HOME")?.[1];
-    if (!home) throw new DenError("--home", "$HOME not set", { exitCode: EXIT_USAGE });
-    if (kindOf(fs, home) !== "dir") throw new DenError("can't bind", `source not found: ${home}`);
+    if (!home) {
+      throw new DenError("--home", "$HOME not set", { exitCode: EXIT_USAGE });
+    }
+    if (kindOf(fs, home) !== "dir") {
+      throw new DenError("can't bind", `source not found: ${home}`);
+    }
     const homeDir = mountPoint("/home", "dir")!;
     ops.push({ kind: "tmpfs", target: homeDir });
     ops.push({ kind: "mkdir", target: `${homeDir}/${facts.user}` });
-    ops.push({ kind: "bind", source: home, target: `${homeDir}/${facts.user}`, recursive: true });
+    ops.push({
+      kind: "bind",
+      source: home,
+      target: `${homeDir}/${facts.user}`,
+      recursive: true,
+    });
   }
 
   for (const b of opts.binds) {
     const sourceKind = kindOf(fs, b.source);
-    if (sourceKind === undefined) throw new DenError("can't bind", `source not found: ${b.source}`);
+    if (sourceKind === undefined) {
+      throw new DenError("can't bind", `source not found: ${b.source}`);
+    }
     const containerPath = b.target ?? b.source;
     if (!containerPath.startsWith("/")) {
-      throw new DenError("can't bind", `destination not absolute: ${containerPath}`, { exitCode: EXIT_USAGE });
+      throw new DenError(
+        "can't bind",
+        `destination not absolute: ${containerPath}`,
+        { exitCode: EXIT_USAGE },
+      );
     }
     const target = resolveInRoot(rootfs, containerPath, fs);
     if (kindOf(fs, target) === undefined) {
       if (!opts.write) {
-        throw new DenError("can't bind", `destination not found: ${containerPath}`, {
-          hint: `the image has no ${containerPath}; -w would create it`,
-        });
+        throw new DenError(
+          "can't bind",
+          `destination not found: ${containerPath}`,
+          {
+            hint: `the image has no ${containerPath}; -w would create it`,
+          },
+        );
       }
-      create.push({ path: target, kind: sourceKind === "dir" ? "dir" : "file" });
+      create.push({
+        path: target,
+        kind: sourceKind === "dir" ? "dir" : "file",
+      });
     }
     ops.push({ kind: "bind", source: b.source, target, recursive: true });
   }

@@ -24,9 +24,15 @@ export interface ParsedArgs {
 }
 
 /** Parse args against a table of long option names. Throws usage errors. */
-export function parseArgv(args: string[], spec: Record<string, OptionSpec>, help: string): ParsedArgs {
+export function parseArgv(
+  args: string[],
+  spec: Record<string, OptionSpec>,
+  help: string,
+): ParsedArgs {
   const byShort = new Map<string, string>();
-  for (const [name, s] of Object.entries(spec)) if (s.short) byShort.set(s.short, name);
+  for (const [name, s] of Object.entries(spec)) {
+    if (s.short) byShort.set(s.short, name);
+  }
   const options: ParsedOption[] = [];
   const positionals: string[] = [];
   const bad = (msg: string) => usageError(msg, `try '${help}'`);
@@ -40,12 +46,20 @@ export function parseArgv(args: string[], spec: Record<string, OptionSpec>, help
       const eq = arg.indexOf("=");
       const name = arg.slice(2, eq < 0 ? undefined : eq);
       const s = spec[name];
-      if (!s) throw bad(`unrecognized option '${arg.slice(0, eq < 0 ? undefined : eq)}'`);
+      if (!s) {
+        throw bad(
+          `unrecognized option '${arg.slice(0, eq < 0 ? undefined : eq)}'`,
+        );
+      }
       if (eq >= 0) {
-        if (s.takes === "flag") throw bad(`option '--${name}' doesn't allow an argument`);
+        if (s.takes === "flag") {
+          throw bad(`option '--${name}' doesn't allow an argument`);
+        }
         options.push({ name, value: arg.slice(eq + 1) });
       } else if (s.takes === "value") {
-        if (i + 1 >= args.length) throw bad(`option '--${name}' requires an argument`);
+        if (i + 1 >= args.length) {
+          throw bad(`option '--${name}' requires an argument`);
+        }
         options.push({ name, value: args[++i]! });
       } else options.push({ name });
       continue;
@@ -63,8 +77,9 @@ export function parseArgv(args: string[], spec: Record<string, OptionSpec>, help
         let value: string | undefined = arg.slice(j + 1);
         if (value === "") {
           if (s.takes === "optional") value = undefined;
-          else if (i + 1 >= args.length) throw bad(`option requires an argument -- '${c}'`);
-          else value = args[++i]!;
+          else if (i + 1 >= args.length) {
+            throw bad(`option requires an argument -- '${c}'`);
+          } else value = args[++i]!;
         }
         options.push({ name, value });
         break;
@@ -77,7 +92,10 @@ export function parseArgv(args: string[], spec: Record<string, OptionSpec>, help
 }
 
 /** Last value given for an option, if any. */
-export function lastValue(parsed: ParsedArgs, name: string): string | undefined {
+export function lastValue(
+  parsed: ParsedArgs,
+  name: string,
+): string | undefined {
   let v: string | undefined;
   for (const o of parsed.options) if (o.name === name) v = o.value;
   return v;

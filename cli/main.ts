@@ -1,6 +1,12 @@
 // Entry point of den (and of `deno compile`): the one catch-all and the one exit.
 
-import { describeError, DenError, EXIT_FAILURE, EXIT_USAGE, usageError } from "../error.ts";
+import {
+  DenError,
+  describeError,
+  EXIT_FAILURE,
+  EXIT_USAGE,
+  usageError,
+} from "../error.ts";
 import { error, out } from "./output.ts";
 
 export const VERSION = "0.1.0";
@@ -62,7 +68,10 @@ async function main(args: string[]): Promise<number> {
     case undefined:
       throw usageError("no command given", "try 'den --help'");
     default:
-      throw usageError(`unknown command: ${JSON.stringify(verb)}`, "try 'den --help'");
+      throw usageError(
+        `unknown command: ${JSON.stringify(verb)}`,
+        "try 'den --help'",
+      );
   }
 }
 
@@ -73,7 +82,9 @@ if (import.meta.main) {
   } catch (e) {
     error(e);
     code = e instanceof DenError ? e.exitCode : EXIT_FAILURE;
-    if (!(e instanceof DenError) && Deno.env.get("DEN_DEBUG")) error(describeError((e as Error).stack));
+    if (!(e instanceof DenError) && Deno.env.get("DEN_DEBUG")) {
+      error(describeError((e as Error).stack));
+    }
   }
   Deno.exit(code);
 }

@@ -1,5 +1,5 @@
 // The only writer to stdout and stderr: every message den prints goes through here.
-import { describeError, DenError } from "../error.ts";
+import { DenError, describeError } from "../error.ts";
 
 const encoder = new TextEncoder();
 
@@ -42,7 +42,9 @@ export function info(msg: string): void {
 
 /** Printed only with -v (level 1) or -vv (level 2). */
 export function verbose(msg: string, level = 1): void {
-  if (output.verbosity >= level) writeAll(Deno.stderr, `${output.prog}: ${msg}\n`);
+  if (output.verbosity >= level) {
+    writeAll(Deno.stderr, `${output.prog}: ${msg}\n`);
+  }
 }
 
 function findHint(err: unknown): string | undefined {

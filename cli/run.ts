@@ -3,7 +3,13 @@
 import { countFlag, lastValue, type OptionSpec, parseArgv } from "./args.ts";
 import { DenError, EXIT_USAGE, usageError } from "../error.ts";
 import type { EnvOp } from "../env.ts";
-import { type HostFacts, type HostView, type ImageConfig, planContainer, type RunOptions } from "../plan.ts";
+import {
+  type HostFacts,
+  type HostView,
+  type ImageConfig,
+  planContainer,
+  type RunOptions,
+} from "../plan.ts";
 import { out, output, verbose, warn } from "./output.ts";
 
 export const RUN_USAGE = `Usage: den run [OPTION...] IMAGE -- CMD [ARG...]
@@ -58,7 +64,9 @@ export type RunRequest =
   | { kind: "run"; options: RunOptions };
 
 function parseId(name: string, text: string): number {
-  if (!/^\d+$/.test(text)) throw usageError(`--${name}: no digits found: ${JSON.stringify(text)}`);
+  if (!/^\d+$/.test(text)) {
+    throw usageError(`--${name}: no digits found: ${JSON.stringify(text)}`);
+  }
   const n = Number(text);
   if (n > 0xfffffffe) throw usageError(`--${name}: out of range: ${text}`);
   return n;
@@ -104,19 +112,27 @@ export function parseRunArgs(args: string[]): RunRequest {
     if (t.name === "set-env") {
       const value = t.value ?? "";
       if (value.includes("=")) envOps.push({ kind: "set", text: value });
-      else envOps.push({ kind: "file", path: value === "" ? "/ch/environment" : value, text: "" });
+      else {envOps.push({
+          kind: "file",
+          path: value === "" ? "/ch/environment" : value,
+          text: "",
+        });}
     } else if (t.name === "unset-env") {
       if (!t.value) throw usageError("--unset-env: GLOB must have length > 0");
       envOps.push({ kind: "unset", glob: t.value });
     }
   }
-  const binds = parsed.options.filter((o) => o.name === "bind").map(({ value: b = "" }) => {
-    const i = b.indexOf(":");
-    const source = i < 0 ? b : b.slice(0, i);
-    const target = i < 0 ? undefined : b.slice(i + 1);
-    if (source === "" || target === "") throw usageError(`--bind: no source or destination: ${b}`);
-    return { source, target };
-  });
+  const binds = parsed.options.filter((o) => o.name === "bind").map(
+    ({ value: b = "" }) => {
+      const i = b.indexOf(":");
+      const source = i < 0 ? b : b.slice(0, i);
+      const target = i < 0 ? undefined : b.slice(i + 1);
+      if (source === "" || target === "") {
+        throw usageError(`--bind: no source or destination: ${b}`);
+      }
+      return { source, target };
+    },
+  );
   const uid = lastValue(parsed, "uid");
   const gid = lastValue(parsed, "gid");
   return {
@@ -144,14 +160,23 @@ export function parseRunArgs(args: string[]): RunRequest {
 
 /** "No such file or directory" from Deno's "No such file or directory (os error 2): stat '/x'". */
 function osMessage(e: unknown): string {
-  return (e as Error).message.replace(/ \(os error \d+\).*$/, "").replace(/:.*$/, "");
+  return (e as Error).message.replace(/ \(os error \d+\).*$/, "").replace(
+    /:.*$/,
+    "",
+  );
 }
 
 const hostView: HostView = {
   lkind(path) {
     try {
       const s = Deno.lstatSync(path);
-      return s.isSymlink ? "symlink" : s.isDirectory ? "dir" : s.isFile ? "file" : "other";
+      return s.isSymlink
+        ? "symlink"
+        : s.isDirectory
+        ? "dir"
+        : s.isFile
+        ? "file"
+        : "other";
     } catch {
       return undefined;
     }
@@ -166,7 +191,9 @@ function imageDirectory(arg: string, storage?: string): string {
     const dir = storage ?? Deno.env.get("DEN_STORAGE") ??
       `/var/tmp/${Deno.env.get("USER") ?? "unknown"}/den`;
     try {
-      if (Deno.statSync(`${dir}/img/${arg}`).isDirectory) path = `${dir}/img/${arg}`;
+      if (Deno.statSync(`${dir}/img/${arg}`).isDirectory) {
+        path = `${dir}/img/${arg}`;
+      }
     } catch {
       // not in storage: a relative path
     }
@@ -197,9 +224,16 @@ function imageConfig(rootfs: string): ImageConfig | undefined {
       : m.env && typeof m.env === "object"
       ? Object.entries(m.env).map(([k, v]) => `${k}=${v}`)
       : [];
-    return { env, entrypoint: m.entrypoint ?? null, cmd: m.cmd ?? null, cwd: m.cwd || undefined };
+    return {
+      env,
+      entrypoint: m.entrypoint ?? null,
+      cmd: m.cmd ?? null,
+      cwd: m.cwd || undefined,
+    };
   } catch (e) {
-    throw new DenError("can't parse", (e as Error).message, { path: `${rootfs}/ch/metadata.json` });
+    throw new DenError("can't parse", (e as Error).message, {
+      path: `${rootfs}/ch/metadata.json`,
+    });
   }
 }
 
@@ -207,12 +241,16 @@ function imageConfig(rootfs: string): ImageConfig | undefined {
 function readEnvFiles(ops: EnvOp[], rootfs: string): EnvOp[] {
   return ops.map((op) => {
     if (op.kind !== "file") return op;
-    const hostPath = op.path === "/ch/environment" ? `${rootfs}/ch/environment` : op.path;
+    const hostPath = op.path === "/ch/environment"
+      ? `${rootfs}/ch/environment`
+      : op.path;
     try {
       return { ...op, text: Deno.readTextFileSync(hostPath) };
     } catch (e) {
       const err = e as Error & { code?: string };
-      throw new DenError("can't open", `${op.path}: ${osMessage(e)}`, { code: err.code });
+      throw new DenError("can't open", `${op.path}: ${osMessage(e)}`, {
+        code: err.code,
+      });
     }
   });
 }
@@ -225,7 +263,8 @@ async function hostFacts(): Promise<HostFacts> {
     env,
     uid: users.uid,
     gid: users.gid,
-    user: Deno.env.get("USER") || users.passwdEntry(users.uid)?.name || `uid${users.uid}`,
+    user: Deno.env.get("USER") || users.passwdEntry(users.uid)?.name ||
+      `uid${users.uid}`,
     passwdEntry: users.passwdEntry,
     groupName: users.groupName,
     fs: hostView,
@@ -247,7 +286,11 @@ export async function runCommand(args: string[]): Promise<number> {
         return 0;
       }
       const on = FEATURES[req.name];
-      if (on === undefined) throw new DenError("", `unknown feature: ${req.name}`, { exitCode: EXIT_USAGE });
+      if (on === undefined) {
+        throw new DenError("", `unknown feature: ${req.name}`, {
+          exitCode: EXIT_USAGE,
+        });
+      }
       return on ? 0 : 1;
     }
     case "run":
@@ -268,7 +311,11 @@ export async function runCommand(args: string[]): Promise<number> {
   }
   verbose(`image: ${rootfs}`);
   verbose(`container uid: ${plan.uidMap.inside}, gid: ${plan.gidMap.inside}`);
-  for (const op of plan.ops) verbose(`${op.kind}: ${"source" in op ? op.source + " -> " : ""}${op.target}`);
+  for (const op of plan.ops) {
+    verbose(
+      `${op.kind}: ${"source" in op ? op.source + " -> " : ""}${op.target}`,
+    );
+  }
   verbose(`executing: ${plan.argv.join(" ")}`);
   const { runPlan } = await import("../ffi/spawn.ts");
   return await runPlan(plan, { warn });

@@ -7,7 +7,13 @@
 // resumes the next one. Every buffer the child touches is allocated here,
 // before clone(), and kept alive by this object.
 
-import { addressOf, cString, errnoAddress, libc, symbolAddress } from "./libc.ts";
+import {
+  addressOf,
+  cString,
+  errnoAddress,
+  libc,
+  symbolAddress,
+} from "./libc.ts";
 
 // glibc ucontext_t offsets, the same on x86_64 and aarch64.
 const UC_LINK = 8;
@@ -76,7 +82,9 @@ export class CallChain {
 
   /** Append a call of libc's `name` with up to six integer arguments. */
   call(name: string, ...args: Arg[]): void {
-    if (args.length > 6) throw new Error(`internal error: ${name}: too many arguments`);
+    if (args.length > 6) {
+      throw new Error(`internal error: ${name}: too many arguments`);
+    }
     let fn = this.#fns.get(name);
     if (!fn) {
       fn = symbolAddress(name);
@@ -109,15 +117,29 @@ export class CallChain {
     const skew = Number(base - addressOf(mem));
     const view = new DataView(mem.buffer);
     const sigmask = UC_SIGMASK[Deno.build.arch];
-    if (sigmask === undefined) throw new Error(`internal error: unsupported arch ${Deno.build.arch}`);
+    if (sigmask === undefined) {
+      throw new Error(`internal error: unsupported arch ${Deno.build.arch}`);
+    }
     const lc = libc();
+    // One getcontext() serves as the template of all contexts: makecontext()
+    // sets what differs (entry, stack, arguments). On x86_64 the copies'
+    // fpregs pointer still points into the template, which stays alive.
+    const template = new Uint8Array(CONTEXT_BYTES);
+    this.#keep.push(template);
+    if (lc.getcontext(template) !== 0) {
+      throw new Error("internal error: getcontext failed");
+    }
     for (let i = n - 1; i >= 0; i--) {
       const off = skew + i * slot;
       const ctx = mem.subarray(off, off + CONTEXT_BYTES);
-      if (lc.getcontext(ctx) !== 0) throw new Error("internal error: getcontext failed");
+      ctx.set(template);
       const next = i + 1 < n ? base + BigInt((i + 1) * slot) : 0n;
       view.setBigUint64(off + UC_LINK, next, true);
-      view.setBigUint64(off + UC_STACK_SP, base + BigInt(i * slot + CONTEXT_BYTES), true);
+      view.setBigUint64(
+        off + UC_STACK_SP,
+        base + BigInt(i * slot + CONTEXT_BYTES),
+        true,
+      );
       view.setBigUint64(off + UC_STACK_SIZE, BigInt(STACK_BYTES), true);
       mem.fill(0, off + sigmask, off + sigmask + SIGSET_BYTES);
       const { fn, args } = this.#calls[i]!;
@@ -127,12 +149,22 @@ export class CallChain {
     return Deno.UnsafePointer.create(base)!;
   }
 
+  /** Drop the buffers once the child has exec'd or exited. */
+  release(): void {
+    this.#keep.length = 0;
+  }
+
   /** clone() a child in new namespaces that runs the chain. Returns its pid. */
   clone(flags: number): number {
     const first = this.build();
     const stack = this.buffer(STACK_BYTES);
     const top = (stack.address + BigInt(STACK_BYTES)) & ~15n;
-    const pid = libc().clone(symbolAddress("setcontext"), Deno.UnsafePointer.create(top), flags, first);
+    const pid = libc().clone(
+      symbolAddress("setcontext"),
+      Deno.UnsafePointer.create(top),
+      flags,
+      first,
+    );
     return pid;
   }
 }

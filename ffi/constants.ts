@@ -1,5 +1,6 @@
 // Kernel and glibc constants, with their C names so man pages and grep agree.
 
+export const CLONE_VM = 0x00000100;
 export const CLONE_NEWNS = 0x00020000;
 export const CLONE_NEWUSER = 0x10000000;
 export const SIGCHLD = 17;
@@ -52,7 +53,11 @@ const SYS_PIVOT_ROOT: Record<string, number> = { x86_64: 155, aarch64: 41 };
 
 export function sysPivotRoot(): number {
   const n = SYS_PIVOT_ROOT[Deno.build.arch];
-  if (n === undefined) throw new Error(`internal error: no pivot_root number for ${Deno.build.arch}`);
+  if (n === undefined) {
+    throw new Error(
+      `internal error: no pivot_root number for ${Deno.build.arch}`,
+    );
+  }
   return n;
 }
 

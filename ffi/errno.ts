@@ -10,6 +10,13 @@ export function strerror(code: number): string {
 }
 
 /** A DenError for a failed call: `op: strerror (ENAME)`. */
-export function errnoError(op: string, code: number, options: DenErrorOptions = {}): DenError {
-  return new DenError(op, strerror(code), { code: ERRNO_NAMES[code] ?? `errno ${code}`, ...options });
+export function errnoError(
+  op: string,
+  code: number,
+  options: DenErrorOptions = {},
+): DenError {
+  return new DenError(op, strerror(code), {
+    code: ERRNO_NAMES[code] ?? `errno ${code}`,
+    ...options,
+  });
 }

@@ -15,7 +15,17 @@ const SYMBOLS = {
   // in the integer registers on x86_64 and aarch64, so fixed u64 arguments
   // are the same call.
   makecontext: {
-    parameters: ["buffer", "pointer", "i32", "u64", "u64", "u64", "u64", "u64", "u64"],
+    parameters: [
+      "buffer",
+      "pointer",
+      "i32",
+      "u64",
+      "u64",
+      "u64",
+      "u64",
+      "u64",
+      "u64",
+    ],
     result: "void",
   },
   waitpid: {
@@ -29,19 +39,14 @@ const SYMBOLS = {
     result: "i32",
   },
   kill: { parameters: ["i32", "i32"], result: "i32" },
+  memcpy: { parameters: ["pointer", "buffer", "usize"], result: "pointer" },
   pipe2: { parameters: ["buffer", "i32"], result: "i32" },
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   close: { parameters: ["i32"], result: "i32" },
-  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
-  memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
   statvfs: { parameters: ["buffer", "buffer"], result: "i32" },
-  getuid: { parameters: [], result: "u32" },
-  getgid: { parameters: [], result: "u32" },
-  getpid: { parameters: [], result: "i32" },
   getpgrp: { parameters: [], result: "i32" },
   setpgid: { parameters: ["i32", "i32"], result: "i32" },
-  isatty: { parameters: ["i32"], result: "i32" },
   tcgetpgrp: { parameters: ["i32"], result: "i32" },
   tcsetpgrp: { parameters: ["i32", "i32"], result: "i32" },
   sigprocmask: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
@@ -91,12 +96,17 @@ export function errnoAddress(): bigint {
 }
 
 /** Address of a buffer, for arguments stored inside the child's contexts. */
-export function addressOf(buf: Uint8Array<ArrayBuffer> | BigUint64Array<ArrayBuffer>): bigint {
+export function addressOf(
+  buf: Uint8Array<ArrayBuffer> | BigUint64Array<ArrayBuffer>,
+): bigint {
   return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
 }
 
 /** Read a NUL-terminated string at a pointer (NULL gives undefined). */
-export function readCString(p: Deno.PointerValue, offset = 0): string | undefined {
+export function readCString(
+  p: Deno.PointerValue,
+  offset = 0,
+): string | undefined {
   if (p === null) return undefined;
   return new Deno.UnsafePointerView(p).getCString(offset);
 }

@@ -6,6 +6,7 @@ import { CallChain } from "./chain.ts";
 import {
   CLONE_NEWNS,
   CLONE_NEWUSER,
+  CLONE_VM,
   ERRNO_NAMES,
   LOCKED_FLAGS,
   MNT_DETACH,
@@ -28,7 +29,14 @@ import { errnoError, strerror } from "./errno.ts";
 import { cString, errno, libc, symbolAddress } from "./libc.ts";
 
 /** Signals den passes on to the container's process. */
-export const FORWARDED_SIGNALS: Deno.Signal[] = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"];
+export const FORWARDED_SIGNALS: Deno.Signal[] = [
+  "SIGTERM",
+  "SIGINT",
+  "SIGHUP",
+  "SIGQUIT",
+  "SIGUSR1",
+  "SIGUSR2",
+];
 
 export interface RunHooks {
   /** Called for each step with -v. */
@@ -45,7 +53,9 @@ interface Step {
 
 function pipe(): [number, number] {
   const fds = new Int32Array(2);
-  if (libc().pipe2(new Uint8Array(fds.buffer), O_CLOEXEC) !== 0) throw errnoError("can't pipe", errno());
+  if (libc().pipe2(new Uint8Array(fds.buffer), O_CLOEXEC) !== 0) {
+    throw errnoError("can't pipe", errno());
+  }
   return [fds[0]!, fds[1]!];
 }
 
@@ -83,7 +93,10 @@ function tempFile(name: string, content: string, tmpdir: string): string {
     Deno.writeTextFileSync(path, content);
     return path;
   } catch (e) {
-    throw new DenError("can't write temporary file", (e as Error).message, { path: tmpdir, cause: e });
+    throw new DenError("can't write temporary file", (e as Error).message, {
+      path: tmpdir,
+      cause: e,
+    });
   }
 }
 
@@ -98,7 +111,11 @@ function writeIdMaps(pid: number, plan: Plan): void {
     try {
       Deno.writeTextFileSync(`/proc/${pid}/${file}`, text);
     } catch (e) {
-      throw new DenError(`can't write /proc/${pid}/${file}`, (e as Error).message, { cause: e });
+      throw new DenError(
+        `can't write /proc/${pid}/${file}`,
+        (e as Error).message,
+        { cause: e },
+      );
     }
   };
   write("setgroups", "deny");
@@ -133,36 +150,72 @@ function createMountPoints(plan: Plan): void {
     try {
       if (c.kind === "dir") Deno.mkdirSync(c.path, { recursive: true });
       else {
-        Deno.mkdirSync(c.path.slice(0, c.path.lastIndexOf("/")), { recursive: true });
+        Deno.mkdirSync(c.path.slice(0, c.path.lastIndexOf("/")), {
+          recursive: true,
+        });
         Deno.writeFileSync(c.path, new Uint8Array(), { createNew: true });
       }
     } catch (e) {
-      throw new DenError("can't mkdir", (e as Error).message, { path: c.path, cause: e });
+      throw new DenError("can't mkdir", (e as Error).message, {
+        path: c.path,
+        cause: e,
+      });
     }
   }
 }
 
 /** Add the child's calls for one mount op; returns the steps it reports. */
-function addOp(chain: CallChain, op: MountOp, temps: string[], tmpdir: string): Step[] {
+function addOp(
+  chain: CallChain,
+  op: MountOp,
+  temps: string[],
+  tmpdir: string,
+): Step[] {
   const none = 0n;
   switch (op.kind) {
     case "bind":
-      chain.reported("mount", chain.str(op.source), chain.str(op.target), none, MS_BIND | (op.recursive ? MS_REC : 0), none);
+      chain.reported(
+        "mount",
+        chain.str(op.source),
+        chain.str(op.target),
+        none,
+        MS_BIND | (op.recursive ? MS_REC : 0),
+        none,
+      );
       return [{ op: `can't bind ${op.source} to ${op.target}` }];
     case "bind-file": {
-      const source = tempFile(op.target.slice(op.target.lastIndexOf("/") + 1), op.content, tmpdir);
+      const source = tempFile(
+        op.target.slice(op.target.lastIndexOf("/") + 1),
+        op.content,
+        tmpdir,
+      );
       temps.push(source);
-      chain.reported("mount", chain.str(source), chain.str(op.target), none, MS_BIND, none);
+      chain.reported(
+        "mount",
+        chain.str(source),
+        chain.str(op.target),
+        none,
+        MS_BIND,
+        none,
+      );
       return [{ op: `can't bind a generated file to ${op.target}` }];
     }
     case "tmpfs":
-      chain.reported("mount", chain.str("tmpfs"), chain.str(op.target), chain.str("tmpfs"), 0, chain.str("mode=1777"));
+      chain.reported(
+        "mount",
+        chain.str("tmpfs"),
+        chain.str(op.target),
+        chain.str("tmpfs"),
+        0,
+        chain.str("mode=1777"),
+      );
       return [{ op: `can't mount tmpfs at ${op.target}` }];
     case "mkdir":
       chain.reported("mkdir", chain.str(op.target), 0o755);
       return [{ op: "can't mkdir", path: op.target }];
     case "remount-ro": {
-      const flags = MS_REMOUNT | MS_BIND | MS_RDONLY | (mountFlags(op.target) & LOCKED_FLAGS);
+      const flags = MS_REMOUNT | MS_BIND | MS_RDONLY |
+        (mountFlags(op.target) & LOCKED_FLAGS);
       chain.reported("mount", none, chain.str(op.target), none, flags, none);
       return [{ op: `can't re-mount image read-only`, path: op.target }];
     }
@@ -181,7 +234,10 @@ function addOp(chain: CallChain, op: MountOp, temps: string[], tmpdir: string): 
  * id maps, reports the errno of each mount to the parent, and waits again
  * before execvp(): the parent lets it go only when every step succeeded.
  */
-export async function runPlan(plan: Plan, hooks: RunHooks = {}): Promise<number> {
+export async function runPlan(
+  plan: Plan,
+  hooks: RunHooks = {},
+): Promise<number> {
   const lc = libc();
   createMountPoints(plan);
   const [syncRead, syncWrite] = pipe();
@@ -197,17 +253,35 @@ export async function runPlan(plan: Plan, hooks: RunHooks = {}): Promise<number>
   const scratch = chain.buffer(8);
   try {
     // Deno ignores SIGPIPE and handles others; the command wants defaults.
-    for (const sig of ["SIGPIPE", ...FORWARDED_SIGNALS]) chain.call("signal", SIGNALS[sig]!, SIG_DFL);
+    for (const sig of ["SIGPIPE", ...FORWARDED_SIGNALS]) {
+      chain.call("signal", SIGNALS[sig]!, SIG_DFL);
+    }
     chain.call("sigprocmask", SIG_SETMASK, chain.buffer(128).address, none);
     // If den dies, so does the container (PDEATHSIG follows the thread that
     // called clone, Deno's main thread, which lives as long as den).
     chain.call("prctl", PR_SET_PDEATHSIG, SIGNALS.SIGKILL!, 0, 0, 0);
     chain.call("read", syncRead, scratch.address, 1);
-    chain.reported("mount", none, chain.str("/"), none, MS_REC | MS_PRIVATE, none);
+    chain.reported(
+      "mount",
+      none,
+      chain.str("/"),
+      none,
+      MS_REC | MS_PRIVATE,
+      none,
+    );
     steps.push({ op: "can't make / private" });
-    chain.reported("mount", chain.str(plan.rootfs), chain.str(plan.rootfs), none, MS_BIND | MS_REC, none);
+    chain.reported(
+      "mount",
+      chain.str(plan.rootfs),
+      chain.str(plan.rootfs),
+      none,
+      MS_BIND | MS_REC,
+      none,
+    );
     steps.push({ op: `can't bind ${plan.rootfs} to itself` });
-    for (const op of plan.ops) steps.push(...addOp(chain, op, temps, plan.tmpdir));
+    for (const op of plan.ops) {
+      steps.push(...addOp(chain, op, temps, plan.tmpdir));
+    }
     chain.reported("chdir", chain.str(plan.rootfs));
     steps.push({ op: "can't chdir", path: plan.rootfs });
     chain.reported("syscall", sysPivotRoot(), chain.str("."), chain.str("."));
@@ -221,8 +295,19 @@ export async function runPlan(plan: Plan, hooks: RunHooks = {}): Promise<number>
     chain.reported("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     steps.push({ op: "can't set no_new_privs" });
     // execvp() searches the PATH of `environ`, so the child points environ
-    // at the container's environment first.
-    chain.call("memcpy", BigInt(Deno.UnsafePointer.value(symbolAddress("environ"))), chain.words([chain.strv(plan.env)]), 8);
+    // at the container's environment first. The child shares den's memory
+    // (CLONE_VM), so den puts its own environ back once the child is gone.
+    const environ = symbolAddress("environ");
+    const hostEnviron = new Deno.UnsafePointerView(environ).getBigUint64(0);
+    const restoreEnviron = () =>
+      new Deno.UnsafePointerView(environ).getBigUint64(0) !== hostEnviron &&
+      libc().memcpy(environ, new BigUint64Array([hostEnviron]), 8n);
+    chain.call(
+      "memcpy",
+      BigInt(Deno.UnsafePointer.value(environ)),
+      chain.words([chain.strv(plan.env)]),
+      8,
+    );
     // The gate: the first byte of the command is what the parent writes
     // once all steps succeeded; if the parent died, the path stays empty.
     const file = cString(plan.argv[0]!);
@@ -235,15 +320,21 @@ export async function runPlan(plan: Plan, hooks: RunHooks = {}): Promise<number>
     chain.reportErrno();
     chain.call("_exit", EXIT_CMD);
 
-    const pid = chain.clone(CLONE_NEWUSER | CLONE_NEWNS | SIGCHLD);
+    // CLONE_VM: copying den's page tables for a fork-style child costs
+    // 6 ms; the child only runs libc calls on buffers of the chain, which
+    // stays alive until the child has exec'd or exited.
+    const pid = chain.clone(CLONE_NEWUSER | CLONE_NEWNS | CLONE_VM | SIGCHLD);
     if (pid < 0) {
       const code = errno();
-      throw errnoError("can't clone a user namespace", code, { hint: usernsHint() });
+      throw errnoError("can't clone a user namespace", code, {
+        hint: usernsHint(),
+      });
     }
     closeAll(reportWrite, syncRead);
     const kill = () => {
       lc.kill(pid, SIGNALS.SIGKILL!);
       lc.waitpid_now(pid, new Uint8Array(4), 0);
+      restoreEnviron();
     };
     try {
       // Its own process group, in the terminal's foreground if den is, so
@@ -251,10 +342,17 @@ export async function runPlan(plan: Plan, hooks: RunHooks = {}): Promise<number>
       lc.setpgid(pid, pid);
       writeIdMaps(pid, plan);
       lc.write(syncWrite, new Uint8Array([1]), 1n);
-      const reports = new Int32Array(readFull(reportRead, steps.length * 4).slice().buffer);
+      const reports = new Int32Array(
+        readFull(reportRead, steps.length * 4).slice().buffer,
+      );
       for (let i = 0; i < steps.length; i++) {
         const step = steps[i]!;
-        if (i >= reports.length) throw new DenError("container setup", "child died before it was ready");
+        if (i >= reports.length) {
+          throw new DenError(
+            "container setup",
+            "child died before it was ready",
+          );
+        }
         const code = reports[i]!;
         if (code === 0) continue;
         if (step.optional) {
@@ -268,7 +366,17 @@ export async function runPlan(plan: Plan, hooks: RunHooks = {}): Promise<number>
       throw e;
     }
     removeTemps();
-    return await superviseChild(pid, gateByte, syncWrite, reportRead, plan);
+    return await superviseChild(
+      pid,
+      gateByte,
+      syncWrite,
+      reportRead,
+      plan,
+      () => {
+        restoreEnviron();
+        chain.release();
+      },
+    );
   } finally {
     closeAll(syncWrite, reportRead);
     removeTemps();
@@ -282,9 +390,11 @@ async function superviseChild(
   syncWrite: number,
   reportRead: number,
   plan: Plan,
+  childDone: () => void,
 ): Promise<number> {
   const lc = libc();
-  const foreground = lc.isatty(0) === 1 && lc.tcgetpgrp(0) === lc.getpgrp();
+  const foreground = Deno.stdin.isTerminal() &&
+    lc.tcgetpgrp(0) === lc.getpgrp();
   if (foreground) lc.tcsetpgrp(0, pid);
   const forward = FORWARDED_SIGNALS.map((sig) => {
     const fn = () => lc.kill(pid, SIGNALS[sig]!);
@@ -297,11 +407,18 @@ async function superviseChild(
     const status = new Int32Array(1);
     if (failed.length === 4) {
       lc.waitpid_now(pid, new Uint8Array(status.buffer), 0);
+    }
+    childDone();
+    if (failed.length === 4) {
       const code = new Int32Array(failed.slice().buffer)[0]!;
-      throw new DenError("can't execve(2)", `${plan.argv[0]}: ${strerror(code)}`, {
-        code: ERRNO_NAMES[code],
-        exitCode: EXIT_CMD,
-      });
+      throw new DenError(
+        "can't execve(2)",
+        `${plan.argv[0]}: ${strerror(code)}`,
+        {
+          code: ERRNO_NAMES[code],
+          exitCode: EXIT_CMD,
+        },
+      );
     }
     for (;;) {
       const r = await lc.waitpid(pid, new Uint8Array(status.buffer), 0);
@@ -323,4 +440,3 @@ async function superviseChild(
     }
   }
 }
-
