@@ -21,7 +21,7 @@ const UC_STACK_SP = 16;
 const UC_STACK_SIZE = 32;
 // uc_sigmask: after uc_mcontext on x86_64, before it on aarch64. Zeroed so
 // each setcontext() leaves all signals unblocked.
-const UC_SIGMASK: Record<string, number> = { x86_64: 296, aarch64: 40 };
+const UC_SIGMASK: Record<string, number> = { "x86_64": 296, "aarch64": 40 };
 const CONTEXT_BYTES = 8192; // sizeof(ucontext_t) is 968 (x86_64), 4560 (aarch64)
 const STACK_BYTES = 64 * 1024; // only the touched pages are ever committed
 const SIGSET_BYTES = 128;

@@ -49,7 +49,7 @@ export const SIGNALS: Record<string, number> = {
 
 // glibc has no pivot_root() wrapper, so it goes through syscall(2); the
 // number depends on the architecture.
-const SYS_PIVOT_ROOT: Record<string, number> = { x86_64: 155, aarch64: 41 };
+const SYS_PIVOT_ROOT: Record<string, number> = { "x86_64": 155, "aarch64": 41 };
 
 export function sysPivotRoot(): number {
   const n = SYS_PIVOT_ROOT[Deno.build.arch];
