@@ -1,0 +1,228 @@
+// Helpers for integration tests: a busybox image built at test time, and
+// the real `den` run as an unprivileged user (created when tests run as root).
+
+export const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+export const MAIN = `${ROOT}/cli/main.ts`;
+/** Unprivileged account that runs containers when the tests run as root. */
+export const TEST_USER = "dentest";
+
+const BUSYBOX = ["/bin/busybox", "/usr/bin/busybox"].find((p) => exists(p));
+export const HAVE_BUSYBOX = BUSYBOX !== undefined;
+
+export function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Is a command on PATH? */
+export function which(cmd: string): string | undefined {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    if (dir && exists(`${dir}/${cmd}`)) return `${dir}/${cmd}`;
+  }
+  return undefined;
+}
+
+function run(cmd: string, args: string[]): { code: number; out: string } {
+  const r = new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" })
+    .outputSync();
+  return {
+    code: r.code,
+    out: new TextDecoder().decode(r.stdout) +
+      new TextDecoder().decode(r.stderr),
+  };
+}
+
+let userIds: { uid: number; gid: number } | undefined;
+
+/** uid/gid of the user that runs containers (creating it when root). */
+export function testUser(): { uid: number; gid: number } {
+  if (userIds) return userIds;
+  if (Deno.uid() !== 0) return userIds = { uid: Deno.uid()!, gid: Deno.gid()! };
+  let r = run("id", ["-u", TEST_USER]);
+  if (r.code !== 0) {
+    const add = run("useradd", ["-m", "-s", "/bin/sh", TEST_USER]);
+    if (add.code !== 0) throw new Error(`useradd ${TEST_USER}: ${add.out}`);
+    r = run("id", ["-u", TEST_USER]);
+  }
+  const g = run("id", ["-g", TEST_USER]);
+  return userIds = { uid: Number(r.out.trim()), gid: Number(g.out.trim()) };
+}
+
+/** Can this host make unprivileged user namespaces at all? */
+export function hasUserns(): boolean {
+  try {
+    return Deno.readTextFileSync("/proc/sys/user/max_user_namespaces")
+      .trim() !== "0";
+  } catch {
+    return false;
+  }
+}
+
+/** A temporary directory owned by the test user; removed on dispose. */
+export function tempDir(prefix = "den-test-"): { path: string } & AsyncDisposable {
+  const path = Deno.makeTempDirSync({ prefix });
+  Deno.chmodSync(path, 0o755);
+  if (Deno.uid() === 0) {
+    const { uid, gid } = testUser();
+    Deno.chownSync(path, uid, gid);
+  }
+  return {
+    path,
+    async [Symbol.asyncDispose]() {
+      await Deno.remove(path, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+const APPLETS = [
+  "sh",
+  "true",
+  "false",
+  "cat",
+  "echo",
+  "ls",
+  "env",
+  "id",
+  "pwd",
+  "sleep",
+  "touch",
+  "mkdir",
+  "kill",
+  "grep",
+  "wc",
+  "test",
+  "rm",
+  "stat",
+  "readlink",
+  "mount",
+  "head",
+  "printf",
+  "trap",
+  "tty",
+];
+
+/**
+ * A small image built from the host's static busybox: the directories and
+ * files den needs as mount points, and /bin with busybox's applets.
+ */
+export function buildBusyboxImage(dir: string): string {
+  if (!BUSYBOX) {
+    throw new Error("busybox not installed (apt-get install busybox-static)");
+  }
+  for (
+    const d of [
+      "bin",
+      "dev",
+      "proc",
+      "sys",
+      "tmp",
+      "etc",
+      "home",
+      "mnt",
+      "usr/bin",
+      "ch",
+    ]
+  ) {
+    Deno.mkdirSync(`${dir}/${d}`, { recursive: true });
+  }
+  Deno.copyFileSync(BUSYBOX, `${dir}/bin/busybox`);
+  Deno.chmodSync(`${dir}/bin/busybox`, 0o755);
+  for (const a of APPLETS) Deno.symlinkSync("busybox", `${dir}/bin/${a}`);
+  for (const f of ["passwd", "group", "hosts", "resolv.conf"]) {
+    Deno.writeTextFileSync(`${dir}/etc/${f}`, "");
+  }
+  Deno.writeTextFileSync(`${dir}/etc/image-marker`, "busybox test image\n");
+  if (Deno.uid() === 0) {
+    const { uid, gid } = testUser();
+    run("chown", ["-R", `${uid}:${gid}`, dir]);
+  }
+  return dir;
+}
+
+export interface DenResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+let denoDir: string | undefined;
+
+/** Environment for den run as the test user (own DENO_DIR when root). */
+function userEnv(): Record<string, string> {
+  const env: Record<string, string> = {
+    PATH: "/usr/local/bin:/usr/bin:/bin",
+    LANG: "C.UTF-8",
+  };
+  if (Deno.uid() === 0) {
+    if (!denoDir) {
+      denoDir = "/tmp/den-test-deno-dir";
+      Deno.mkdirSync(denoDir, { recursive: true });
+      const { uid, gid } = testUser();
+      Deno.chownSync(denoDir, uid, gid);
+    }
+    env.DENO_DIR = denoDir;
+    env.USER = TEST_USER;
+    env.HOME = `/home/${TEST_USER}`;
+  } else {
+    for (const k of ["USER", "HOME", "DENO_DIR"]) {
+      const v = Deno.env.get(k);
+      if (v) env[k] = v;
+    }
+  }
+  return env;
+}
+
+/** The argv that runs `den ARGS...` as the test user. */
+export function denArgv(args: string[]): string[] {
+  const deno = [Deno.execPath(), "run", "-A", "--no-lock", MAIN, ...args];
+  if (Deno.uid() !== 0) return deno;
+  const { uid, gid } = testUser();
+  return [
+    "setpriv",
+    `--reuid=${uid}`,
+    `--regid=${gid}`,
+    "--init-groups",
+    "--",
+    ...deno,
+  ];
+}
+
+/** Run den with args as the test user; options add env and stdin. */
+export async function den(
+  args: string[],
+  opts: { env?: Record<string, string>; stdin?: string; cwd?: string } = {},
+): Promise<DenResult> {
+  const [cmd, ...rest] = denArgv(args);
+  const child = new Deno.Command(cmd!, {
+    args: rest,
+    env: { ...userEnv(), ...opts.env },
+    clearEnv: true,
+    cwd: opts.cwd ?? "/",
+    stdin: opts.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (opts.stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(opts.stdin));
+    await w.close();
+  }
+  const r = await child.output();
+  const dec = new TextDecoder();
+  return {
+    code: r.code,
+    stdout: dec.decode(r.stdout),
+    stderr: dec.decode(r.stderr),
+  };
+}
+
+/** Mount points (from /proc/self/mountinfo) whose path contains s. */
+export function mountsContaining(s: string): string[] {
+  return Deno.readTextFileSync("/proc/self/mountinfo").split("\n").filter((l) =>
+    l.includes(s)
+  );
+}
