@@ -92,14 +92,13 @@ export interface Plan {
 export const CH_RUNNING = "Weird Al Yankovic";
 
 /** Mount points every image needs, in mount order. */
-const DEFAULT_BINDS: { path: string; recursive: boolean; optional: boolean }[] =
-  [
-    { path: "/dev", recursive: true, optional: false },
-    { path: "/proc", recursive: true, optional: false },
-    { path: "/sys", recursive: true, optional: false },
-    { path: "/etc/hosts", recursive: false, optional: true },
-    { path: "/etc/resolv.conf", recursive: false, optional: true },
-  ];
+const DEFAULT_BINDS: { path: string; recursive: boolean; optional: boolean }[] = [
+  { path: "/dev", recursive: true, optional: false },
+  { path: "/proc", recursive: true, optional: false },
+  { path: "/sys", recursive: true, optional: false },
+  { path: "/etc/hosts", recursive: false, optional: true },
+  { path: "/etc/resolv.conf", recursive: false, optional: true },
+];
 
 /** Join a container path (absolute or not) under rootfs. */
 function under(rootfs: string, containerPath: string): string {
@@ -164,8 +163,7 @@ function kindOf(
 
 /** The container's /etc/passwd, as ch-run writes it. */
 export function passwdFile(uid: number, gid: number, facts: HostFacts): string {
-  let text =
-    "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n";
+  let text = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n";
   if (uid !== 0 && uid !== 65534) {
     const pw = facts.passwdEntry(uid);
     const name = pw?.name ?? (uid === facts.uid ? facts.user : `uid${uid}`);

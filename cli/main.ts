@@ -1,12 +1,6 @@
 // Entry point of den (and of `deno compile`): the one catch-all and the one exit.
 
-import {
-  DenError,
-  describeError,
-  EXIT_FAILURE,
-  EXIT_USAGE,
-  usageError,
-} from "../error.ts";
+import { DenError, describeError, EXIT_FAILURE, EXIT_USAGE, usageError } from "../error.ts";
 import { error, out } from "./output.ts";
 
 export const VERSION = "0.1.0";

@@ -170,13 +170,7 @@ const hostView: HostView = {
   lkind(path) {
     try {
       const s = Deno.lstatSync(path);
-      return s.isSymlink
-        ? "symlink"
-        : s.isDirectory
-        ? "dir"
-        : s.isFile
-        ? "file"
-        : "other";
+      return s.isSymlink ? "symlink" : s.isDirectory ? "dir" : s.isFile ? "file" : "other";
     } catch {
       return undefined;
     }
@@ -241,9 +235,7 @@ function imageConfig(rootfs: string): ImageConfig | undefined {
 function readEnvFiles(ops: EnvOp[], rootfs: string): EnvOp[] {
   return ops.map((op) => {
     if (op.kind !== "file") return op;
-    const hostPath = op.path === "/ch/environment"
-      ? `${rootfs}/ch/environment`
-      : op.path;
+    const hostPath = op.path === "/ch/environment" ? `${rootfs}/ch/environment` : op.path;
     try {
       return { ...op, text: Deno.readTextFileSync(hostPath) };
     } catch (e) {

@@ -7,13 +7,7 @@
 // resumes the next one. Every buffer the child touches is allocated here,
 // before clone(), and kept alive by this object.
 
-import {
-  addressOf,
-  cString,
-  errnoAddress,
-  libc,
-  symbolAddress,
-} from "./libc.ts";
+import { addressOf, cString, errnoAddress, libc, symbolAddress } from "./libc.ts";
 
 // glibc ucontext_t offsets, the same on x86_64 and aarch64.
 const UC_LINK = 8;

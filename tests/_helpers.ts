@@ -222,7 +222,5 @@ export async function den(
 
 /** Mount points (from /proc/self/mountinfo) whose path contains s. */
 export function mountsContaining(s: string): string[] {
-  return Deno.readTextFileSync("/proc/self/mountinfo").split("\n").filter((l) =>
-    l.includes(s)
-  );
+  return Deno.readTextFileSync("/proc/self/mountinfo").split("\n").filter((l) => l.includes(s));
 }
