@@ -1,0 +1,377 @@
+// Integration tests: the real `den run` on a busybox image, as an
+// unprivileged user, checking outputs, exit codes, exact error lines,
+// isolation and cleanup. Where ch-run is installed, den is compared to it.
+
+import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
+import {
+  buildBusyboxImage,
+  den,
+  denArgv,
+  hasUserns,
+  HAVE_BUSYBOX,
+  mountsContaining,
+  ROOT,
+  tempDir,
+  TEST_USER,
+  testUser,
+  which,
+} from "./_helpers.ts";
+
+const ignore = !HAVE_BUSYBOX || !hasUserns();
+const work = ignore ? undefined : tempDir("den-run-test-");
+const IMG = work ? buildBusyboxImage(`${work.path}/img`) : "/nonexistent";
+const userName = Deno.uid() === 0 ? TEST_USER : Deno.env.get("USER") ?? "";
+
+function t(name: string, fn: () => Promise<void>) {
+  Deno.test({ name, ignore, sanitizeResources: false, sanitizeOps: false, fn });
+}
+
+t("den run prints the command's output and exits 0", async () => {
+  const r = await den(["run", IMG, "--", "echo", "hello"]);
+  equal(r.stderr, "");
+  equal(r.stdout, "hello\n");
+  equal(r.code, 0);
+});
+
+t("den run works without -- like ch-run", async () => {
+  const r = await den(["run", IMG, "echo", "hi"]);
+  equal(r.stdout, "hi\n");
+});
+
+t("den run exits with the command's status", async () => {
+  equal((await den(["run", IMG, "--", "sh", "-c", "exit 7"])).code, 7);
+});
+
+t("den run exits 128+N when the command dies of signal N", async () => {
+  equal((await den(["run", IMG, "--", "sh", "-c", "kill -TERM $$"])).code, 143);
+  equal((await den(["run", IMG, "--", "sh", "-c", "kill -KILL $$"])).code, 137);
+});
+
+t("den run exits 49 with ch-run's words when the command is not found", async () => {
+  const r = await den(["run", IMG, "--", "nope"]);
+  equal(r.stderr, "den: error: can't execve(2): nope: No such file or directory (ENOENT)\n");
+  equal(r.code, 49);
+});
+
+t("den run exits 49 when the command is not executable", async () => {
+  const r = await den(["run", IMG, "--", "/etc/image-marker"]);
+  equal(r.stderr, "den: error: can't execve(2): /etc/image-marker: Permission denied (EACCES)\n");
+  equal(r.code, 49);
+});
+
+t("den run searches the container's PATH, not the host's", async () => {
+  const r = await den(["run", IMG, "--", "sh", "-c", "echo $PATH"], {
+    env: { PATH: "/usr/local/bin:/usr/bin" },
+  });
+  equal(r.stdout, "/usr/local/bin:/usr/bin:/bin\n");
+  const r2 = await den(["run", "--set-env=PATH=/nowhere", IMG, "--", "true"]);
+  equal(r2.code, 49);
+});
+
+t("den run passes stdin through", async () => {
+  const r = await den(["run", IMG, "--", "cat"], { stdin: "piped line\n" });
+  equal(r.stdout, "piped line\n");
+});
+
+t("the image is read-only unless -w", async () => {
+  const r = await den(["run", IMG, "--", "touch", "/new-file"]);
+  equal(r.code, 1);
+  match(r.stderr, /Read-only file system/);
+  const w = await den(["run", "-w", IMG, "--", "touch", "/new-file"]);
+  equal(w.code, 0);
+  ok(Deno.statSync(`${IMG}/new-file`).isFile);
+  Deno.removeSync(`${IMG}/new-file`);
+});
+
+t("host files outside binds are not visible", async () => {
+  const r = await den(["run", IMG, "--", "sh", "-c", `test -e ${ROOT}/deno.json || echo hidden`]);
+  equal(r.stdout, "hidden\n");
+  const root = await den(["run", IMG, "--", "ls", "/root"]);
+  equal(root.code, 1);
+  const marker = await den(["run", IMG, "--", "cat", "/etc/image-marker"]);
+  equal(marker.stdout, "busybox test image\n");
+});
+
+t("the user keeps their ids and name; no_new_privs is set", async () => {
+  const { uid, gid } = testUser();
+  const r = await den([
+    "run",
+    IMG,
+    "--",
+    "sh",
+    "-c",
+    "id -u; id -g; id -un; grep NoNewPrivs /proc/self/status",
+  ]);
+  equal(r.stdout, `${uid}\n${gid}\n${userName}\nNoNewPrivs:\t1\n`);
+});
+
+t("-u and -g map the user to other ids", async () => {
+  const r = await den(["run", "-u", "0", "-g", "0", IMG, "--", "id"]);
+  equal(r.stdout, "uid=0(root) gid=0(root) groups=0(root)\n");
+});
+
+t("--no-passwd leaves the image's /etc/passwd", async () => {
+  const r = await den(["run", "--no-passwd", IMG, "--", "cat", "/etc/passwd"]);
+  equal(r.stdout, "");
+});
+
+t("the environment is the host's, adjusted as ch-run does", async () => {
+  const r = await den(["run", IMG, "--", "sh", "-c", 'echo "$CH_RUNNING|${TMPDIR-unset}|$FOO"'], {
+    env: { TMPDIR: "/tmp", FOO: "bar" },
+  });
+  equal(r.stdout, "Weird Al Yankovic|unset|bar\n");
+});
+
+t("--set-env and --unset-env apply in order", async () => {
+  const r = await den([
+    "run",
+    "--unset-env=FO*",
+    "--set-env=A=1",
+    "--set-env=B=$A:2",
+    IMG,
+    "--",
+    "sh",
+    "-c",
+    'echo "$A $B ${FOO-gone}"',
+  ], { env: { FOO: "x" } });
+  equal(r.stdout, "1 1:2 gone\n");
+});
+
+t("--set-env reads a file of NAME=VALUE lines", async () => {
+  const f = `${work!.path}/env`;
+  Deno.writeTextFileSync(f, "X=1\nY='quoted'\n\nZ=$X:z\n");
+  Deno.chmodSync(f, 0o644);
+  const r = await den(["run", `--set-env=${f}`, IMG, "--", "sh", "-c", 'echo "$X $Y $Z"']);
+  equal(r.stdout, "1 quoted 1:z\n");
+});
+
+t("-b binds a host directory, -c sets the working directory", async () => {
+  const dir = `${work!.path}/data`;
+  Deno.mkdirSync(dir);
+  Deno.writeTextFileSync(`${dir}/f`, "bound\n");
+  Deno.chmodSync(dir, 0o777);
+  const r = await den([
+    "run",
+    "-b",
+    `${dir}:/mnt`,
+    "-c",
+    "/mnt",
+    IMG,
+    "--",
+    "sh",
+    "-c",
+    "pwd; cat f; touch g",
+  ]);
+  equal(r.stdout, "/mnt\nbound\n");
+  ok(Deno.statSync(`${dir}/g`).isFile, "binds are writable");
+});
+
+t("missing bind source: one line, exit 31", async () => {
+  const r = await den(["run", "-b", "/nope", IMG, "--", "true"]);
+  equal(r.stderr, "den: error: can't bind: source not found: /nope\n");
+  equal(r.code, 31);
+});
+
+t("missing bind destination says -w would create it", async () => {
+  const r = await den(["run", "-b", "/etc:/nope", IMG, "--", "true"]);
+  equal(r.code, 31);
+  match(
+    r.stderr,
+    /^den: error: can't bind: destination not found: \/nope\nden: hint: .*-w would create it\n$/,
+  );
+});
+
+t("-c to a missing directory fails like ch-run", async () => {
+  const r = await den(["run", "-c", "/nope", IMG, "--", "pwd"]);
+  equal(r.stderr, "den: error: can't cd to /nope: No such file or directory (ENOENT)\n");
+  equal(r.code, 31);
+});
+
+t("missing image, image that is a file, unknown option", async () => {
+  const r = await den(["run", "/nonexistent-image", "--", "true"]);
+  equal(
+    r.stderr,
+    "den: error: can't stat: /nonexistent-image: No such file or directory (ENOENT)\n",
+  );
+  equal(r.code, 31);
+  const f = await den(["run", `${IMG}/etc/image-marker`, "--", "true"]);
+  equal(f.stderr, `den: error: unknown image type: ${IMG}/etc/image-marker\n`);
+  const u = await den(["run", "--foo", IMG, "--", "true"]);
+  equal(u.code, 64);
+  match(u.stderr, /^den: error: unrecognized option '--foo'\n/);
+});
+
+t("an image without /proc is refused, naming it", async () => {
+  const img2 = buildBusyboxImage(`${work!.path}/noproc`);
+  Deno.removeSync(`${img2}/proc`);
+  const r = await den(["run", img2, "--", "true"]);
+  equal(r.code, 31);
+  match(
+    r.stderr,
+    new RegExp(
+      `destination not found: ${img2}/proc\nden: hint: the image has no /proc; -w would create it`,
+    ),
+  );
+  const w = await den(["run", "-w", img2, "--", "true"]);
+  equal(w.code, 0);
+  ok(Deno.statSync(`${img2}/proc`).isDirectory);
+});
+
+t("-t gives a private /tmp; the default /tmp is the host's", async () => {
+  const r = await den(["run", "-t", IMG, "--", "sh", "-c", "ls -A /tmp | wc -l"]);
+  equal(r.stdout.trim(), "0");
+  const host = `${work!.path}/hosttmp`;
+  Deno.mkdirSync(host);
+  Deno.writeTextFileSync(`${host}/seen`, "");
+  Deno.chmodSync(host, 0o777);
+  const r2 = await den(["run", IMG, "--", "ls", "/tmp"], { env: { TMPDIR: host } });
+  equal(r2.stdout, "seen\n");
+});
+
+t("nothing is left behind: no mounts, no temporary files", async () => {
+  const tmp = `${work!.path}/cleantmp`;
+  Deno.mkdirSync(tmp);
+  Deno.chmodSync(tmp, 0o777);
+  await den(["run", IMG, "--", "true"], { env: { TMPDIR: tmp } });
+  await den(["run", "-b", "/nope", IMG, "--", "true"], { env: { TMPDIR: tmp } });
+  await den(["run", IMG, "--", "nope"], { env: { TMPDIR: tmp } });
+  deepStrictEqual([...Deno.readDirSync(tmp)], []);
+  deepStrictEqual(mountsContaining(IMG), []);
+});
+
+t("SIGTERM to den reaches the command", async () => {
+  const [cmd, ...args] = denArgv([
+    "run",
+    IMG,
+    "--",
+    "sh",
+    "-c",
+    'trap "echo got TERM; exit 3" TERM; echo ready; while :; do sleep 0.1; done',
+  ]);
+  const child = new Deno.Command(cmd!, { args, stdout: "piped", stderr: "piped" }).spawn();
+  const reader = child.stdout.getReader();
+  const first = new TextDecoder().decode((await reader.read()).value);
+  equal(first, "ready\n");
+  child.kill("SIGTERM");
+  let rest = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    rest += new TextDecoder().decode(value);
+  }
+  const status = await child.status;
+  await child.stderr.cancel();
+  equal(rest, "got TERM\n");
+  equal(status.code, 3);
+});
+
+t("killing den kills the container's process", async () => {
+  const dir = `${work!.path}/pid`;
+  Deno.mkdirSync(dir);
+  Deno.chmodSync(dir, 0o777);
+  const [cmd, ...args] = denArgv([
+    "run",
+    "-b",
+    `${dir}:/mnt`,
+    IMG,
+    "--",
+    "sh",
+    "-c",
+    "echo $$ > /mnt/pid; exec sleep 60",
+  ]);
+  const child = new Deno.Command(cmd!, { args, stdout: "null", stderr: "null" }).spawn();
+  let pid = "";
+  for (let i = 0; i < 100 && !pid; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    try {
+      pid = Deno.readTextFileSync(`${dir}/pid`).trim();
+    } catch { /* not yet */ }
+  }
+  ok(pid, "container wrote its pid");
+  child.kill("SIGKILL");
+  await child.status;
+  let alive = true;
+  for (let i = 0; i < 40 && alive; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+      alive = !/\) Z /.test(stat);
+    } catch {
+      alive = false;
+    }
+  }
+  ok(!alive, `container process ${pid} outlived den`);
+});
+
+t("--dry-run prints the plan without running", async () => {
+  const r = await den(["run", "--dry-run", IMG, "--", "touch", "/x"]);
+  equal(r.code, 0);
+  const plan = JSON.parse(r.stdout);
+  deepStrictEqual(plan.argv, ["touch", "/x"]);
+  equal(plan.ops.at(-1).kind, "remount-ro");
+});
+
+Deno.test({
+  name: "mpirun -np 4 den run: ranks see their variables, output and status come back",
+  ignore: ignore || !which("mpirun"),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const mpi = [
+      "mpirun",
+      "--oversubscribe",
+      "-np",
+      "4",
+      ...denArgv([
+        "run",
+        IMG,
+        "--",
+        "sh",
+        "-c",
+        'echo "rank $OMPI_COMM_WORLD_RANK of $OMPI_COMM_WORLD_SIZE"',
+      ]),
+    ];
+    // mpirun runs as the test user too (setpriv before mpirun).
+    const argv = Deno.uid() === 0 ? [...denArgv([]).slice(0, 5), ...mpi] : mpi;
+    const [cmd, ...args] = argv;
+    const env = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/tmp", USER: userName };
+    const r = await new Deno.Command(cmd!, {
+      args,
+      env: Deno.uid() === 0 ? { ...env, DENO_DIR: "/tmp/den-test-deno-dir" } : env,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const out = new TextDecoder().decode(r.stdout).trim().split("\n").sort();
+    deepStrictEqual(out, ["rank 0 of 4", "rank 1 of 4", "rank 2 of 4", "rank 3 of 4"]);
+    equal(r.code, 0);
+  },
+});
+
+Deno.test({
+  name: "den and ch-run 0.31 write the same /etc/passwd, /etc/group and PATH",
+  ignore: ignore || !which("ch-run"),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const script = "cat /etc/passwd /etc/group; echo $PATH; pwd";
+    const d = await den(["run", IMG, "--", "sh", "-c", script], { env: { PATH: "/usr/bin" } });
+    const [setpriv, ...pre] = denArgv([]).slice(0, 5);
+    const chArgv = [...(Deno.uid() === 0 ? pre : []), "ch-run", IMG, "--", "sh", "-c", script];
+    const c = await new Deno.Command(Deno.uid() === 0 ? setpriv! : chArgv.shift()!, {
+      args: chArgv,
+      env: { PATH: "/usr/bin", USER: userName },
+      clearEnv: true,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    equal(d.stdout, new TextDecoder().decode(c.stdout));
+  },
+});
+
+if (work) {
+  addEventListener("unload", () => {
+    try {
+      Deno.removeSync(work.path, { recursive: true });
+    } catch { /* best effort */ }
+  });
+}
