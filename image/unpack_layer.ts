@@ -235,7 +235,9 @@ export class LayerWriter implements TarHandler {
     const tparent = this.resolver.dir(t, t.length - 1, false);
     const treal = tparent === undefined
       ? undefined
-      : tparent === "" ? tbase : `${tparent}/${tbase}`;
+      : tparent === ""
+      ? tbase
+      : `${tparent}/${tbase}`;
     let st: Deno.FileInfo | undefined;
     if (treal !== undefined) {
       try {
@@ -281,23 +283,5 @@ export class LayerWriter implements TarHandler {
     const real = parent === "" ? target : `${parent}/${target}`;
     if (this.#created.has(real)) return; // hides lower layers only
     this.#removeExisting(r.host(real));
-  }
-}
-
-/** chmod u+rwx every directory below (and including) host, so that a
- * recursive remove works on trees a user made read-only. */
-export function makeRemovable(host: string): void {
-  let st: Deno.FileInfo;
-  try {
-    st = Deno.lstatSync(host);
-  } catch {
-    return;
-  }
-  if (!st.isDirectory) return;
-  if (((st.mode ?? 0) & 0o700) !== 0o700) {
-    Deno.chmodSync(host, ((st.mode ?? 0) & 0o7777) | 0o700);
-  }
-  for (const d of Deno.readDirSync(host)) {
-    if (d.isDirectory) makeRemovable(`${host}/${d.name}`);
   }
 }

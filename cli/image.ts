@@ -1,0 +1,277 @@
+// `den unpack`, `den inspect`, `den images`, `den rm`: the image verbs.
+import { parseArgs } from "node:util";
+import { DenError, usageError } from "../error.ts";
+import { readImageMetadata } from "../image/metadata.ts";
+import {
+  checkImageName,
+  imagePath,
+  isImageName,
+  listImages,
+  removeTree,
+  resolveImage,
+  storageDir,
+} from "../image/store.ts";
+import { unpackImage, type UnpackProgress } from "../image/unpack_image.ts";
+import { errRaw, info, out, output, warn } from "./output.ts";
+
+export const UNPACK_USAGE = `Usage: den unpack [OPTIONS] ARCHIVE DEST
+
+Unpack a container image into a directory you own.
+
+ARCHIVE is a docker-archive (docker save, podman save), an OCI image archive
+or OCI layout directory (skopeo copy, umoci, buildah push), or a plain root
+filesystem tarball; uncompressed, gzip or zstd. DEST is a directory path if it
+contains "/", else the name of an image in the storage directory.
+
+Options:
+  -q, --quiet             print nothing but errors
+  -f, --force             replace DEST if it exists
+      --arch ARCH         architecture to choose (default: this host's)
+      --image NAME        image to choose from an archive of several
+                          (tag, ref name or digest)
+  -s, --storage DIR       storage directory (default: $DEN_STORAGE or
+                          /var/tmp/$USER/den)
+  -h, --help              print this help and exit
+`;
+
+export const INSPECT_USAGE = `Usage: den inspect [OPTIONS] IMAGE
+
+Print an unpacked image's metadata (environment, entrypoint, cmd, ...).
+IMAGE is a stored image name or a directory path.
+
+Options:
+      --json              print the metadata as JSON
+  -s, --storage DIR       storage directory
+  -h, --help              print this help and exit
+`;
+
+export const IMAGES_USAGE = `Usage: den images [OPTIONS]
+
+List the images in the storage directory.
+
+Options:
+      --json              print a JSON list
+  -s, --storage DIR       storage directory
+  -h, --help              print this help and exit
+`;
+
+export const RM_USAGE = `Usage: den rm [OPTIONS] NAME...
+
+Delete images from the storage directory.
+
+Options:
+  -s, --storage DIR       storage directory
+  -h, --help              print this help and exit
+`;
+
+function parse<T extends Record<string, { type: "string" | "boolean"; short?: string }>>(
+  args: string[],
+  options: T,
+) {
+  try {
+    return parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw usageError((e as Error).message.split("\n")[0]!.replace(/\.$/, ""), "see --help");
+  }
+}
+
+/** Human-readable size: "56.7 MB". */
+export function formatBytes(n: number): string {
+  if (n < 1000) return `${n} B`;
+  const units = ["kB", "MB", "GB", "TB"];
+  let v = n;
+  let u = -1;
+  do {
+    v /= 1000;
+    u++;
+  } while (v >= 1000 && u < units.length - 1);
+  return `${v.toFixed(1)} ${units[u]}`;
+}
+
+/** den unpack: returns the exit status or throws DenError. */
+export async function unpackCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {
+    quiet: { type: "boolean", short: "q" },
+    force: { type: "boolean", short: "f" },
+    arch: { type: "string" },
+    image: { type: "string" },
+    storage: { type: "string", short: "s" },
+    help: { type: "boolean", short: "h" },
+  });
+  if (values.help) {
+    out(UNPACK_USAGE);
+    return 0;
+  }
+  if (positionals.length !== 2) {
+    throw usageError("unpack needs ARCHIVE and DEST", "see den unpack --help");
+  }
+  const [archive, destArg] = positionals as [string, string];
+  let dest = destArg;
+  if (isImageName(destArg)) {
+    checkImageName(destArg);
+    dest = imagePath(destArg, values.storage);
+  }
+  const quiet = values.quiet || output.verbosity < 0;
+  const tty = !quiet && Deno.stderr.isTerminal();
+  let drawn = false;
+  const onProgress = tty
+    ? (p: UnpackProgress) => {
+      drawn = true;
+      errRaw(`\r\x1b[K${progressLine(p)}`);
+    }
+    : undefined;
+  let result;
+  try {
+    result = await unpackImage(archive, dest, {
+      force: values.force,
+      arch: values.arch,
+      image: values.image,
+      onProgress,
+      onWarning: quiet ? undefined : (m) => warn(m),
+    });
+  } finally {
+    if (drawn) errRaw("\r\x1b[K");
+  }
+  if (!quiet) {
+    const s = result.stats;
+    const notes: string[] = [];
+    if (s.devices) notes.push(`${s.devices} device${s.devices === 1 ? "" : "s"} skipped`);
+    if (s.xattrs) notes.push(`xattrs of ${s.xattrs} files ignored`);
+    if (s.mappedNames) notes.push(`${s.mappedNames} non-UTF-8 names mapped to %XX`);
+    const tail = notes.length ? ` (${notes.join(", ")})` : "";
+    info(
+      `unpacked ${result.name}: ${result.layers} layer${result.layers === 1 ? "" : "s"}, ` +
+        `${s.files} files, ${formatBytes(s.bytes)} in ${result.seconds.toFixed(1)} s${tail}`,
+    );
+  }
+  return 0;
+}
+
+function progressLine(p: UnpackProgress): string {
+  const width = 20;
+  const done = Math.min(width, Math.floor(((p.layer - 1) / p.layers) * width));
+  const bar = "#".repeat(done) + "-".repeat(width - done);
+  const rate = p.elapsed > 0 ? p.bytes / p.elapsed : 0;
+  return `den: [${bar}] layer ${p.layer}/${p.layers}  ${p.files} files  ` +
+    `${formatBytes(p.bytes)}  ${formatBytes(rate)}/s`;
+}
+
+/** den inspect IMAGE [--json] */
+export function inspectCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {
+    json: { type: "boolean" },
+    storage: { type: "string", short: "s" },
+    help: { type: "boolean", short: "h" },
+  });
+  if (values.help) {
+    out(INSPECT_USAGE);
+    return Promise.resolve(0);
+  }
+  if (positionals.length !== 1) {
+    throw usageError("inspect needs one IMAGE", "see den inspect --help");
+  }
+  const rootfs = resolveImage(positionals[0]!, values.storage);
+  let isDir = false;
+  try {
+    isDir = Deno.statSync(rootfs).isDirectory;
+  } catch {
+    isDir = false;
+  }
+  if (!isDir) throw new DenError("inspect", "no such image or directory", { path: positionals[0] });
+  const meta = readImageMetadata(rootfs);
+  if (!meta) {
+    throw new DenError("inspect", "no image metadata (ch/metadata.json)", { path: rootfs });
+  }
+  if (values.json) {
+    out(JSON.stringify(meta, null, 2));
+    return Promise.resolve(0);
+  }
+  const list = (v: string[] | null) => v === null ? "(none)" : JSON.stringify(v);
+  const lines = [
+    `image:      ${meta.image ?? "(unknown)"}`,
+    `path:       ${rootfs}`,
+    `arch:       ${meta.arch ?? "(unknown)"}${meta.variant ? "/" + meta.variant : ""}`,
+    `created:    ${meta.created ?? "(unknown)"}`,
+    `entrypoint: ${list(meta.entrypoint)}`,
+    `cmd:        ${list(meta.cmd)}`,
+    `cwd:        ${meta.cwd}`,
+    `user:       ${meta.user || "(unset)"}`,
+    `env:`,
+    ...meta["env_list"].map((kv) => `  ${kv}`),
+    `labels:`,
+    ...Object.entries(meta.labels).map(([k, v]) => `  ${k}=${v}`),
+  ];
+  out(lines.join("\n"));
+  return Promise.resolve(0);
+}
+
+/** den images [--json] */
+export function imagesCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {
+    json: { type: "boolean" },
+    storage: { type: "string", short: "s" },
+    help: { type: "boolean", short: "h" },
+  });
+  if (values.help) {
+    out(IMAGES_USAGE);
+    return Promise.resolve(0);
+  }
+  if (positionals.length) throw usageError("images takes no arguments", "see den images --help");
+  const images = listImages(values.storage);
+  if (values.json) {
+    out(JSON.stringify(images, null, 2));
+    return Promise.resolve(0);
+  }
+  if (images.length === 0) {
+    info(`no images in ${storageDir(values.storage)}/img`);
+    return Promise.resolve(0);
+  }
+  const rows = [["NAME", "SIZE", "ARCH", "CREATED"]];
+  for (const i of images) {
+    rows.push([
+      i.name,
+      i.size === null ? "-" : formatBytes(i.size),
+      i.arch ?? "-",
+      (i.created ?? i.unpacked ?? "-").replace(/\.\d+Z$/, "Z"),
+    ]);
+  }
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  out(
+    rows.map((r) => r.map((v, c) => c === r.length - 1 ? v : v.padEnd(widths[c]!)).join("  ")).join(
+      "\n",
+    ),
+  );
+  return Promise.resolve(0);
+}
+
+/** den rm NAME... */
+export function rmCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {
+    storage: { type: "string", short: "s" },
+    help: { type: "boolean", short: "h" },
+  });
+  if (values.help) {
+    out(RM_USAGE);
+    return Promise.resolve(0);
+  }
+  if (positionals.length === 0) throw usageError("rm needs an image NAME", "see den rm --help");
+  for (const name of positionals) {
+    checkImageName(name);
+    const path = imagePath(name, values.storage);
+    try {
+      if (!Deno.lstatSync(path).isDirectory) throw new Error();
+    } catch {
+      throw new DenError("rm", "no such image", { path: name });
+    }
+    try {
+      removeTree(path);
+    } catch (e) {
+      throw new DenError("rm", (e as Error).message.replace(/ \(os error.*$/, ""), {
+        path,
+        code: (e as { code?: string }).code,
+      });
+    }
+    info(`deleted ${name}`);
+  }
+  return Promise.resolve(0);
+}

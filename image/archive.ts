@@ -1,0 +1,697 @@
+// Recognizing an image archive by its content and choosing the image in it:
+// docker-archive (manifest.json), OCI image layout (index.json + blobs/) as a
+// tar or a directory, or a plain rootfs tarball. The result lists where each
+// layer's bytes are, with the digests they must have.
+import { createHash } from "node:crypto";
+import { DenError } from "../error.ts";
+import { decodeBlob, sniffCompression } from "./_decode.ts";
+import { quote } from "./entry_path.ts";
+import { sameImageRef } from "./ref.ts";
+import { BLOCK, isZeroBlock, parsePax, parseTarHeader } from "./tar_header.ts";
+import { TarParser } from "./tar_parser.ts";
+
+/** Where a layer's (possibly compressed) bytes are. */
+export interface LayerSource {
+  path: string;
+  offset: number;
+  size: number;
+  /** Expected "algo:hex" of the raw bytes (OCI descriptors). */
+  digest?: string;
+  /** Expected "sha256:hex" of the uncompressed tar (config rootfs.diff_ids). */
+  diffId?: string;
+}
+
+export type ArchiveFormat =
+  | "docker-archive"
+  | "oci-archive"
+  | "oci-dir"
+  | "docker-dir"
+  | "rootfs-tar";
+
+/** The chosen image of an archive. */
+export interface ImageSource {
+  format: ArchiveFormat;
+  /** Image name for messages: a tag, a ref name, or the archive's name. */
+  name: string;
+  /** Manifest digest (OCI) or config digest (docker-archive), if known. */
+  digest?: string;
+  /** The image config (OCI image-spec config.md), if the archive has one. */
+  config?: Record<string, unknown>;
+  layers: LayerSource[];
+}
+
+export interface OpenArchiveOptions {
+  /** Image to choose: a name/tag or a (prefix of a) digest. */
+  image?: string;
+  /** Architecture to choose: "amd64", "arm64", "linux/arm64/v8"... */
+  arch?: string;
+  /** A scratch directory for decompressing a compressed image archive. */
+  scratch: string;
+  /** Called with warnings (e.g. foreign architecture). */
+  warn?: (msg: string) => void;
+}
+
+interface Slice {
+  path: string;
+  offset: number;
+  size: number;
+}
+
+/** Read-only view of the files of an archive (tar or directory). */
+interface Files {
+  get(name: string): Slice | undefined;
+}
+
+const JSON_MAX = 64 << 20;
+const IMAGE_NAME_RE =
+  /^(?:manifest\.json|index\.json|oci-layout|repositories|blobs(?:\/.*)?|[0-9a-f]{64}(?:\.json|\.tar|\/.*)?)?$/;
+
+/** Host architecture in OCI terms. */
+export function hostArch(): string {
+  switch (Deno.build.arch) {
+    case "x86_64":
+      return "amd64";
+    case "aarch64":
+      return "arm64";
+    default:
+      return Deno.build.arch;
+  }
+}
+
+/** Open an archive (file or OCI layout directory) and choose its image. */
+export async function openArchive(
+  archive: string,
+  options: OpenArchiveOptions,
+): Promise<ImageSource> {
+  let st: Deno.FileInfo;
+  try {
+    st = Deno.statSync(archive);
+  } catch (e) {
+    throw fsError("open archive", archive, e);
+  }
+  const base = archive.replace(/\/+$/, "").split("/").pop() || archive;
+  if (st.isDirectory) {
+    const files = dirFiles(archive);
+    if (files.get("index.json")) {
+      return openOci(files, "oci-dir", base, options);
+    }
+    if (files.get("manifest.json")) {
+      return openDocker(files, "docker-dir", base, options);
+    }
+    throw new DenError("open archive", "directory is not an OCI image layout (no index.json)", {
+      path: archive,
+    });
+  }
+  const head = readHead(archive, 512);
+  let compression;
+  try {
+    compression = sniffCompression(head);
+  } catch (e) {
+    throw new DenError("open archive", (e as Error).message, { path: archive });
+  }
+  let tarPath = archive;
+  if (compression !== "none") {
+    const isImage = await classifyStream(archive, st.size);
+    if (!isImage) return rootfsSource(archive, st.size, base);
+    tarPath = `${options.scratch}/archive.tar`;
+    await decompressTo(archive, st.size, tarPath);
+  }
+  const index = indexTar(tarPath, archive);
+  if (!index) return rootfsSource(archive, st.size, base);
+  const files = tarFiles(tarPath, index);
+  if (index.has("index.json")) return openOci(files, "oci-archive", base, options);
+  if (index.has("manifest.json")) {
+    return openDocker(files, "docker-archive", base, options);
+  }
+  return rootfsSource(archive, st.size, base);
+}
+
+function rootfsSource(path: string, size: number, base: string): ImageSource {
+  const name = base.replace(/\.(tar|tgz|tar\.gz|tar\.zst|tzst|gz|zst)$/, "");
+  return { format: "rootfs-tar", name, layers: [{ path, offset: 0, size }] };
+}
+
+function readHead(path: string, n: number): Uint8Array {
+  const f = Deno.openSync(path);
+  try {
+    const buf = new Uint8Array(n);
+    let got = 0;
+    while (got < n) {
+      const r = f.readSync(buf.subarray(got));
+      if (!r) break;
+      got += r;
+    }
+    return buf.subarray(0, got);
+  } finally {
+    f.close();
+  }
+}
+
+function fsError(op: string, path: string, e: unknown): DenError {
+  const err = e as Error & { code?: string };
+  const msg = err.message?.replace(/ \(os error \d+\).*$/, "") ?? String(e);
+  return new DenError(op, msg, { path, code: err.code, cause: undefined });
+}
+
+// ---- tar and directory file views ----
+
+interface TarIndexEntry {
+  offset: number;
+  size: number;
+  type: string;
+  link: string;
+}
+
+function normalize(name: string): string {
+  return name.split("/").filter((c) => c !== "" && c !== ".").join("/");
+}
+
+/**
+ * Index an uncompressed tar by seeking from header to header. Returns
+ * undefined as soon as a name that cannot be part of an image archive shows
+ * up: then it is a rootfs tarball.
+ */
+function indexTar(path: string, shown: string): Map<string, TarIndexEntry> | undefined {
+  const f = Deno.openSync(path);
+  const dec = new TextDecoder();
+  const index = new Map<string, TarIndexEntry>();
+  try {
+    const size = f.statSync().size;
+    const block = new Uint8Array(BLOCK);
+    let pos = 0;
+    let longName: string | undefined;
+    let longLink: string | undefined;
+    let pax = new Map<string, Uint8Array>();
+    const readAt = (at: number, buf: Uint8Array) => {
+      f.seekSync(at, Deno.SeekMode.Start);
+      let got = 0;
+      while (got < buf.length) {
+        const n = f.readSync(buf.subarray(got));
+        if (!n) break;
+        got += n;
+      }
+      return got;
+    };
+    while (pos + BLOCK <= size) {
+      if (readAt(pos, block) < BLOCK) break;
+      if (isZeroBlock(block)) break;
+      let h;
+      try {
+        h = parseTarHeader(block);
+      } catch (e) {
+        if (index.size === 0) {
+          throw new DenError("open archive", "not a tar archive or OCI layout", { path: shown });
+        }
+        throw new DenError("open archive", (e as Error).message, { path: shown });
+      }
+      const dataAt = pos + BLOCK;
+      pos = dataAt + Math.ceil(h.size / BLOCK) * BLOCK;
+      if (h.type === "x" || h.type === "L" || h.type === "K") {
+        if (h.size > 1 << 20) {
+          throw new DenError("open archive", "extended header too large", { path: shown });
+        }
+        const data = new Uint8Array(h.size);
+        readAt(dataAt, data);
+        if (h.type === "x") pax = parsePax(data);
+        else if (h.type === "L") longName = dec.decode(data).replace(/\0+$/, "");
+        else longLink = dec.decode(data).replace(/\0+$/, "");
+        continue;
+      }
+      if (h.type === "g") continue;
+      const paxPath = pax.get("path");
+      const paxLink = pax.get("linkpath");
+      const paxSize = pax.get("size");
+      const name = normalize(paxPath ? dec.decode(paxPath) : longName ?? dec.decode(h.name));
+      const link = paxLink ? dec.decode(paxLink) : longLink ?? dec.decode(h.linkname);
+      const dataSize = paxSize ? Number(dec.decode(paxSize)) : h.size;
+      if (paxSize) pos = dataAt + Math.ceil(dataSize / BLOCK) * BLOCK;
+      pax = new Map();
+      longName = longLink = undefined;
+      if (!IMAGE_NAME_RE.test(name)) return undefined;
+      index.set(name, { offset: dataAt, size: dataSize, type: h.type, link });
+      if (dataAt + dataSize > size) {
+        throw new DenError("open archive", `unexpected end of archive in "${name}" (truncated)`, {
+          path: shown,
+        });
+      }
+    }
+    return index;
+  } finally {
+    f.close();
+  }
+}
+
+/** Scan a compressed tar's names; false (early) if it is a rootfs tarball. */
+async function classifyStream(path: string, size: number): Promise<boolean> {
+  let image = false;
+  let stop = false;
+  const parser = new TarParser({
+    entry(e) {
+      const name = normalize(new TextDecoder().decode(e.name));
+      if (!IMAGE_NAME_RE.test(name)) {
+        stop = true;
+        image = false;
+      } else if (name === "manifest.json" || name === "index.json") image = true;
+      return false;
+    },
+    data() {},
+    end() {},
+  });
+  try {
+    await decodeBlob({ path, offset: 0, size }, (chunk) => {
+      if (stop || parser.ended) throw new StopScan();
+      parser.feed(chunk);
+      if (stop) throw new StopScan();
+    });
+    parser.finish();
+  } catch (e) {
+    if (!(e instanceof StopScan)) {
+      throw new DenError("open archive", (e as Error).message, { path });
+    }
+  }
+  return image && !stop;
+}
+
+class StopScan extends Error {}
+
+async function decompressTo(path: string, size: number, to: string): Promise<void> {
+  const out = Deno.openSync(to, { write: true, createNew: true, mode: 0o600 });
+  try {
+    await decodeBlob({ path, offset: 0, size }, (chunk) => {
+      let off = 0;
+      while (off < chunk.length) off += out.writeSync(chunk.subarray(off));
+    });
+  } catch (e) {
+    throw new DenError("open archive", (e as Error).message, { path });
+  } finally {
+    out.close();
+  }
+}
+
+function tarFiles(path: string, index: Map<string, TarIndexEntry>): Files {
+  return {
+    get(name: string): Slice | undefined {
+      let n = normalize(name);
+      for (let hops = 0; hops < 16; hops++) {
+        const e = index.get(n);
+        if (!e) return undefined;
+        if (e.type === "2") {
+          // Old docker save deduplicates layers with relative symlinks.
+          const dir = n.includes("/") ? n.slice(0, n.lastIndexOf("/")) : "";
+          n = normalize(e.link.startsWith("/") ? e.link : `${dir}/${e.link}`);
+          const parts: string[] = [];
+          for (const c of n.split("/")) {
+            if (c === "..") parts.pop();
+            else parts.push(c);
+          }
+          n = parts.join("/");
+          continue;
+        }
+        if (e.type === "1") {
+          n = normalize(e.link);
+          continue;
+        }
+        if (e.type !== "0" && e.type !== "7") return undefined;
+        return { path, offset: e.offset, size: e.size };
+      }
+      return undefined;
+    },
+  };
+}
+
+function dirFiles(dir: string): Files {
+  return {
+    get(name: string): Slice | undefined {
+      const n = normalize(name);
+      if (n.split("/").includes("..") || n === "") return undefined;
+      try {
+        const st = Deno.statSync(`${dir}/${n}`);
+        if (!st.isFile) return undefined;
+        return { path: `${dir}/${n}`, offset: 0, size: st.size };
+      } catch {
+        return undefined;
+      }
+    },
+  };
+}
+
+function readSlice(s: Slice): Uint8Array {
+  if (s.size > JSON_MAX) throw new Error("file too large");
+  const f = Deno.openSync(s.path);
+  try {
+    f.seekSync(s.offset, Deno.SeekMode.Start);
+    const buf = new Uint8Array(s.size);
+    let got = 0;
+    while (got < s.size) {
+      const n = f.readSync(buf.subarray(got));
+      if (!n) throw new Error("unexpected end of file");
+      got += n;
+    }
+    return buf;
+  } finally {
+    f.close();
+  }
+}
+
+function parseJson(bytes: Uint8Array, what: string): Record<string, unknown> {
+  try {
+    const v = JSON.parse(new TextDecoder().decode(bytes));
+    if (v && typeof v === "object") return v;
+  } catch {
+    // below
+  }
+  throw new DenError("open archive", `${what} is not valid JSON`);
+}
+
+const DIGEST_RE = /^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$/;
+
+function blobName(digest: string): string {
+  if (!DIGEST_RE.test(digest)) {
+    throw new DenError("open archive", `unsupported or malformed digest ${quote(digest)}`);
+  }
+  return `blobs/${digest.replace(":", "/")}`;
+}
+
+function hashOf(bytes: Uint8Array, algo: string): string {
+  return `${algo}:${createHash(algo).update(bytes).digest("hex")}`;
+}
+
+/** Read a small JSON blob, checking its digest (and size, when known). */
+function readJsonBlob(
+  files: Files,
+  name: string,
+  what: string,
+  digest?: string,
+  size?: number,
+): Record<string, unknown> {
+  const s = files.get(name);
+  if (!s) throw new DenError("open archive", `${what} missing (${name})`);
+  if (size !== undefined && s.size !== size) {
+    throw new DenError("open archive", `${what} ${name}: size ${s.size} != ${size} in descriptor`);
+  }
+  const bytes = readSlice(s);
+  if (digest) {
+    const got = hashOf(bytes, digest.split(":")[0]!);
+    if (got !== digest) {
+      throw new DenError("open archive", `digest mismatch for ${what} ${name}: got ${got}`);
+    }
+  }
+  return parseJson(bytes, `${what} ${name}`);
+}
+
+// ---- choosing an image ----
+
+interface Candidate {
+  names: string[];
+  /** Manifest or config digest. */
+  digests: string[];
+  os?: string;
+  arch?: string;
+  variant?: string;
+  load(): ImageSource;
+}
+
+function label(c: Candidate): string {
+  const plat = [c.os ?? "?", c.arch ?? "?", c.variant].filter(Boolean).join("/");
+  const name = c.names[0] ?? c.digests[0]?.slice(0, 19) ?? "?";
+  return `${name} (${plat})`;
+}
+
+function parseArch(text: string): { arch: string; variant?: string } {
+  const parts = text.split("/");
+  if (parts[0] === "linux" && parts.length > 1) parts.shift();
+  return { arch: parts[0]!, variant: parts[1] };
+}
+
+function normArch(a: string | undefined): string | undefined {
+  if (a === "x86_64") return "amd64";
+  if (a === "aarch64") return "arm64";
+  return a;
+}
+
+function choose(cands: Candidate[], opts: OpenArchiveOptions, archive: string): Candidate {
+  if (cands.length === 0) {
+    throw new DenError("open archive", "no image in archive", { path: archive });
+  }
+  let pool = cands;
+  if (opts.image) {
+    const want = opts.image;
+    const hex = want.replace(/^sha256:/, "");
+    pool = cands.filter((c) =>
+      c.names.some((n) => n === want || sameImageRef(n, want)) ||
+      (hex.length >= 6 && /^[a-f0-9]+$/.test(hex) &&
+        c.digests.some((d) => d.replace(/^sha256:/, "").startsWith(hex)))
+    );
+    if (pool.length === 0) {
+      throw new DenError(
+        "open archive",
+        `no image ${quote(want)} in archive; choices: ${cands.map(label).join(", ")}`,
+        { path: archive },
+      );
+    }
+  }
+  const host = opts.arch === undefined;
+  const want = parseArch(opts.arch ?? hostArch());
+  const byArch = pool.filter((c) =>
+    c.arch === undefined ||
+    (normArch(c.arch) === normArch(want.arch) &&
+      (!want.variant || !c.variant || c.variant === want.variant))
+  );
+  if (byArch.length === 1) return byArch[0]!;
+  if (byArch.length === 0) {
+    if (host && pool.length === 1) {
+      opts.warn?.(`image is for ${pool[0]!.arch}, not this host (${want.arch})`);
+      return pool[0]!;
+    }
+    throw new DenError(
+      "open archive",
+      `no image for ${want.arch} in archive; choices: ${pool.map(label).join(", ")}`,
+      { path: archive, hint: "choose with --arch or --image" },
+    );
+  }
+  throw new DenError(
+    "open archive",
+    `several images in archive; choices: ${byArch.map(label).join(", ")}`,
+    { path: archive, hint: "choose one with --image NAME_OR_DIGEST" },
+  );
+}
+
+// ---- OCI image layout ----
+
+const INDEX_TYPES = new Set([
+  "application/vnd.oci.image.index.v1+json",
+  "application/vnd.docker.distribution.manifest.list.v2+json",
+]);
+const MANIFEST_TYPES = new Set([
+  "application/vnd.oci.image.manifest.v1+json",
+  "application/vnd.docker.distribution.manifest.v2+json",
+]);
+
+interface Descriptor {
+  mediaType?: string;
+  digest: string;
+  size?: number;
+  annotations?: Record<string, string>;
+  platform?: { os?: string; architecture?: string; variant?: string };
+}
+
+function descriptors(v: unknown, what: string): Descriptor[] {
+  if (!Array.isArray(v)) throw new DenError("open archive", `${what}: no "manifests" list`);
+  for (const d of v) {
+    if (!d || typeof d !== "object" || typeof d.digest !== "string") {
+      throw new DenError("open archive", `${what}: malformed descriptor`);
+    }
+  }
+  return v as Descriptor[];
+}
+
+function openOci(
+  files: Files,
+  format: ArchiveFormat,
+  base: string,
+  opts: OpenArchiveOptions,
+): ImageSource {
+  const index = readJsonBlob(files, "index.json", "index");
+  // Newer docker save writes both index.json and manifest.json; the latter has
+  // the RepoTags, keyed here by config digest.
+  const tags = new Map<string, string[]>();
+  const dm = files.get("manifest.json");
+  if (dm) {
+    try {
+      const list = JSON.parse(new TextDecoder().decode(readSlice(dm)));
+      for (const m of Array.isArray(list) ? list : []) {
+        const hex = /([a-f0-9]{64})/.exec(String(m.Config))?.[1];
+        if (hex && Array.isArray(m.RepoTags)) tags.set(`sha256:${hex}`, m.RepoTags);
+      }
+    } catch {
+      // optional
+    }
+  }
+  const cands: Candidate[] = [];
+  const walk = (list: Descriptor[], inherited: string | undefined, depth: number) => {
+    if (depth > 4) throw new DenError("open archive", "image indexes nested too deeply");
+    for (const d of list) {
+      const a = d.annotations ?? {};
+      if (a["vnd.docker.reference.type"]) continue; // attestations
+      const names = [
+        a["io.containerd.image.name"],
+        a["org.opencontainers.image.ref.name"],
+        inherited,
+      ]
+        .filter((n): n is string => !!n);
+      const name = names[0];
+      let type = d.mediaType;
+      const name0 = blobName(d.digest);
+      if (!files.get(name0)) continue; // platforms not saved: skip
+      if (!type) {
+        const v = readJsonBlob(files, name0, "manifest", d.digest, d.size);
+        type = typeof v.mediaType === "string"
+          ? v.mediaType
+          : Array.isArray(v.manifests)
+          ? [...INDEX_TYPES][0]
+          : [...MANIFEST_TYPES][0];
+      }
+      if (INDEX_TYPES.has(type!)) {
+        const sub = readJsonBlob(files, name0, "index", d.digest, d.size);
+        walk(descriptors(sub.manifests, `index ${d.digest}`), name, depth + 1);
+      } else if (MANIFEST_TYPES.has(type!)) {
+        if (d.platform?.architecture === "unknown") continue; // buildkit attestation
+        const manifest = readJsonBlob(files, name0, "manifest", d.digest, d.size);
+        const cdesc = manifest.config as Descriptor | undefined;
+        if (!cdesc || typeof cdesc.digest !== "string") {
+          throw new DenError("open archive", `manifest ${d.digest}: no config`);
+        }
+        const config = readJsonBlob(
+          files,
+          blobName(cdesc.digest),
+          "config",
+          cdesc.digest,
+          cdesc.size,
+        );
+        const allNames = [...names, ...(tags.get(cdesc.digest) ?? [])];
+        cands.push({
+          names: [...new Set(allNames)],
+          digests: [d.digest, cdesc.digest],
+          os: str(config.os) ?? d.platform?.os,
+          arch: str(config.architecture) ?? d.platform?.architecture,
+          variant: str(config.variant) ?? d.platform?.variant,
+          load: () => ociSource(files, format, manifest, config, name ?? base, d.digest),
+        });
+      }
+    }
+  };
+  walk(descriptors(index.manifests, "index.json"), undefined, 0);
+  return choose(cands, opts, base).load();
+}
+
+function str(v: unknown): string | undefined {
+  return typeof v === "string" && v !== "" ? v : undefined;
+}
+
+function diffIds(config: Record<string, unknown>): string[] | undefined {
+  const rootfs = config.rootfs as { diff_ids?: unknown } | undefined;
+  const ids = rootfs?.diff_ids;
+  return Array.isArray(ids) && ids.every((x) => typeof x === "string") ? ids : undefined;
+}
+
+function ociSource(
+  files: Files,
+  format: ArchiveFormat,
+  manifest: Record<string, unknown>,
+  config: Record<string, unknown>,
+  name: string,
+  digest: string,
+): ImageSource {
+  const layers = manifest.layers;
+  if (!Array.isArray(layers)) throw new DenError("open archive", `manifest ${digest}: no layers`);
+  const ids = diffIds(config);
+  if (ids && ids.length !== layers.length) {
+    throw new DenError(
+      "open archive",
+      `manifest ${digest}: ${layers.length} layers but ${ids.length} diff_ids in config`,
+    );
+  }
+  return {
+    format,
+    name,
+    digest,
+    config,
+    layers: (layers as Descriptor[]).map((d, i) => {
+      if (typeof d?.digest !== "string") {
+        throw new DenError("open archive", `manifest ${digest}: malformed layer descriptor`);
+      }
+      if (d.mediaType?.includes("encrypted")) {
+        throw new DenError("open archive", `layer ${i + 1} is encrypted (${d.mediaType})`);
+      }
+      const s = files.get(blobName(d.digest));
+      if (!s) throw new DenError("open archive", `layer ${i + 1} blob missing (${d.digest})`);
+      if (typeof d.size === "number" && d.size !== s.size) {
+        throw new DenError(
+          "open archive",
+          `layer ${i + 1} ${d.digest}: size ${s.size} != ${d.size} in manifest`,
+        );
+      }
+      return { ...s, digest: d.digest, diffId: ids?.[i] };
+    }),
+  };
+}
+
+// ---- docker-archive ----
+
+function openDocker(
+  files: Files,
+  format: ArchiveFormat,
+  base: string,
+  opts: OpenArchiveOptions,
+): ImageSource {
+  const s = files.get("manifest.json")!;
+  let list: unknown;
+  try {
+    list = JSON.parse(new TextDecoder().decode(readSlice(s)));
+  } catch {
+    throw new DenError("open archive", "manifest.json is not valid JSON");
+  }
+  if (!Array.isArray(list)) throw new DenError("open archive", "manifest.json is not a list");
+  const cands: Candidate[] = list.map((m, i) => {
+    if (!m || typeof m.Config !== "string" || !Array.isArray(m.Layers)) {
+      throw new DenError("open archive", `manifest.json entry ${i + 1} is malformed`);
+    }
+    const hex = /([a-f0-9]{64})(?:\.json)?$/.exec(m.Config)?.[1];
+    const cdigest = hex ? `sha256:${hex}` : undefined;
+    const config = readJsonBlob(files, m.Config, "config", cdigest);
+    const names: string[] = Array.isArray(m.RepoTags)
+      ? m.RepoTags.filter((t: unknown) => typeof t === "string")
+      : [];
+    return {
+      names,
+      digests: cdigest ? [cdigest] : [],
+      os: str(config.os),
+      arch: str(config.architecture),
+      variant: str(config.variant),
+      load: (): ImageSource => {
+        const ids = diffIds(config);
+        if (!ids || ids.length !== m.Layers.length) {
+          throw new DenError(
+            "open archive",
+            `config ${m.Config}: ${m.Layers.length} layers but ${ids?.length ?? 0} diff_ids`,
+          );
+        }
+        return {
+          format,
+          name: names[0] ?? base,
+          digest: cdigest,
+          config,
+          layers: m.Layers.map((l: unknown, k: number) => {
+            const ls = typeof l === "string" ? files.get(l) : undefined;
+            if (!ls) {
+              throw new DenError("open archive", `layer ${k + 1} missing (${quote(String(l))})`);
+            }
+            const bh = /^blobs\/sha256\/([a-f0-9]{64})$/.exec(normalize(String(l)))?.[1];
+            return { ...ls, diffId: ids[k], digest: bh ? `sha256:${bh}` : undefined };
+          }),
+        };
+      },
+    };
+  });
+  return choose(cands, opts, base).load();
+}

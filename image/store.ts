@@ -1,0 +1,156 @@
+// Named images in the storage directory: STORAGE/img/NAME, like ch-image.
+import { DenError, usageError } from "../error.ts";
+import { readImageMetadata } from "./metadata.ts";
+
+/** The invoking user's name: $USER, else the passwd entry of the uid. */
+export function userName(): string {
+  const env = Deno.env.get("USER");
+  if (env) return env;
+  const uid = Deno.uid();
+  try {
+    for (const line of Deno.readTextFileSync("/etc/passwd").split("\n")) {
+      const f = line.split(":");
+      if (f[2] === String(uid) && f[0]) return f[0];
+    }
+  } catch {
+    // no passwd: fall back to the number
+  }
+  return String(uid);
+}
+
+/**
+ * The storage directory: --storage, else $DEN_STORAGE, else
+ * /var/tmp/$USER/den.
+ *
+ * @example
+ * ```ts
+ * const dir = storageDir(); // "/var/tmp/ada/den"
+ * ```
+ */
+export function storageDir(flag?: string): string {
+  if (flag) return flag;
+  const env = Deno.env.get("DEN_STORAGE");
+  if (env) return env;
+  return `/var/tmp/${userName()}/den`;
+}
+
+/** True when `arg` names a stored image rather than a path (no "/"). */
+export function isImageName(arg: string): boolean {
+  return !arg.includes("/");
+}
+
+/** Refuse names that cannot be a directory under STORAGE/img. */
+export function checkImageName(name: string): void {
+  if (!name || name === "." || name === ".." || name.startsWith(".") || name.includes("/")) {
+    throw usageError(`invalid image name: "${name}"`);
+  }
+  if (name.includes("\0")) throw usageError(`invalid image name: ${JSON.stringify(name)}`);
+}
+
+/** Directory of a stored image (whether or not it exists). */
+export function imagePath(name: string, storage?: string): string {
+  return `${storageDir(storage)}/img/${name}`;
+}
+
+/**
+ * The rootfs directory an IMAGE argument means: a path when it contains "/",
+ * else the stored image of that name if there is one, else a relative path.
+ *
+ * @example
+ * ```ts
+ * resolveImage("alpine");        // "/var/tmp/ada/den/img/alpine" if stored
+ * resolveImage("./rootfs");      // "./rootfs"
+ * ```
+ */
+export function resolveImage(arg: string, storage?: string): string {
+  if (!isImageName(arg) || arg === "." || arg === "..") return arg;
+  const stored = imagePath(arg, storage);
+  try {
+    if (Deno.statSync(stored).isDirectory) return stored;
+  } catch {
+    // not stored: a relative path
+  }
+  return arg;
+}
+
+/** One stored image, for `den images`. */
+export interface StoredImage {
+  name: string;
+  path: string;
+  size: number | null;
+  arch: string | null;
+  created: string | null;
+  unpacked: string | null;
+}
+
+/** Stored images, sorted by name. */
+export function listImages(storage?: string): StoredImage[] {
+  const dir = `${storageDir(storage)}/img`;
+  const out: StoredImage[] = [];
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(dir)];
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw new DenError("list images", (e as Error).message.replace(/ \(os error.*$/, ""), {
+      path: dir,
+    });
+  }
+  for (const d of entries) {
+    if (!d.isDirectory || d.name.startsWith(".")) continue;
+    const path = `${dir}/${d.name}`;
+    let meta;
+    try {
+      meta = readImageMetadata(path);
+    } catch {
+      meta = undefined;
+    }
+    let unpacked = meta?.unpacked ?? null;
+    if (!unpacked) {
+      try {
+        unpacked = Deno.statSync(path).mtime?.toISOString() ?? null;
+      } catch {
+        unpacked = null;
+      }
+    }
+    out.push({
+      name: d.name,
+      path,
+      size: meta?.size ?? null,
+      arch: meta?.arch ?? null,
+      created: meta?.created ?? null,
+      unpacked,
+    });
+  }
+  return out.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+}
+
+/** chmod u+rwx every directory of a tree (not following symlinks), so that
+ * a recursive remove works even on trees made read-only. */
+export function makeTreeRemovable(host: string): void {
+  let st: Deno.FileInfo;
+  try {
+    st = Deno.lstatSync(host);
+  } catch {
+    return;
+  }
+  if (!st.isDirectory) return;
+  const mode = (st.mode ?? 0) & 0o7777;
+  if ((mode & 0o700) !== 0o700) Deno.chmodSync(host, mode | 0o700);
+  for (const d of Deno.readDirSync(host)) {
+    if (d.isDirectory) makeTreeRemovable(`${host}/${d.name}`);
+  }
+}
+
+/** Delete a tree, making it writable first when needed. */
+export function removeTree(path: string): void {
+  try {
+    Deno.removeSync(path, { recursive: true });
+    return;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return;
+    if (!(e instanceof Deno.errors.PermissionDenied)) throw e;
+  }
+  makeTreeRemovable(path);
+  Deno.removeSync(path, { recursive: true });
+}

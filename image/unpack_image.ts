@@ -1,0 +1,376 @@
+// Unpacking an image archive into a directory, atomically: everything goes
+// into a temporary directory beside DEST (.DEST.den-tmp-XXXX) that is renamed
+// into place at the end and removed on any failure or SIGINT/SIGTERM.
+import { DenError } from "../error.ts";
+import { type ArchiveFormat, openArchive } from "./archive.ts";
+import { BlobDecoder, type BlobStream } from "./blob_stream.ts";
+import { quote } from "./entry_path.ts";
+import { type ImageMetadata, metadataFromConfig, writeImageMetadata } from "./metadata.ts";
+import { RootfsResolver } from "./rootfs_resolver.ts";
+import { makeTreeRemovable } from "./store.ts";
+import { TarParser } from "./tar_parser.ts";
+import { LayerWriter, newStats, type UnpackStats } from "./unpack_layer.ts";
+
+export type { UnpackStats } from "./unpack_layer.ts";
+
+/** Progress of an unpack, reported about ten times a second. */
+export interface UnpackProgress {
+  /** 1-based index of the layer being written. */
+  layer: number;
+  layers: number;
+  /** Bytes of file data written so far (all layers). */
+  bytes: number;
+  files: number;
+  /** Seconds since the start. */
+  elapsed: number;
+}
+
+export interface UnpackOptions {
+  /** Replace an existing DEST. */
+  force?: boolean;
+  /** Architecture to choose from a multi-arch archive (default: the host's). */
+  arch?: string;
+  /** Image to choose from an archive of several: name, tag or digest. */
+  image?: string;
+  onProgress?: (p: UnpackProgress) => void;
+  onWarning?: (msg: string) => void;
+  /** Decoder threads (0: decode on the main thread). Default 2. */
+  workers?: number;
+}
+
+export interface UnpackResult {
+  dest: string;
+  /** Image name for messages (tag, ref name or archive name). */
+  name: string;
+  format: ArchiveFormat;
+  layers: number;
+  stats: UnpackStats;
+  seconds: number;
+  metadata: ImageMetadata;
+}
+
+const SIGNALS: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+const SIGNAL_EXIT: Record<string, number> = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 };
+
+/** Directories and files a runnable image needs (ch-run binds onto them). */
+const RUNTIME_DIRS = ["dev", "proc", "sys", "tmp", "home", "mnt"];
+const RUNTIME_FILES = ["hosts", "resolv.conf", "passwd", "group"];
+
+/**
+ * Unpack an image archive (docker-archive, OCI archive or layout directory,
+ * or a plain rootfs tarball; uncompressed, gzip or zstd) into `dest`.
+ *
+ * @example
+ * ```ts
+ * const r = await unpackImage("busybox.tar", "/var/tmp/ada/den/img/busybox");
+ * console.log(`${r.layers} layers, ${r.stats.files} files`);
+ * ```
+ */
+export async function unpackImage(
+  archive: string,
+  dest: string,
+  options: UnpackOptions = {},
+): Promise<UnpackResult> {
+  const start = performance.now();
+  dest = dest.replace(/(.)\/+$/, "$1");
+  const slash = dest.lastIndexOf("/");
+  const parent = slash < 0 ? "." : slash === 0 ? "/" : dest.slice(0, slash);
+  const base = dest.slice(slash + 1);
+  if (!base || base === "." || base === "..") {
+    throw new DenError("unpack", "invalid destination", { path: dest });
+  }
+  if (exists(dest) && !options.force) {
+    throw new DenError("unpack", "destination exists", {
+      path: dest,
+      hint: "use --force to replace it",
+    });
+  }
+  try {
+    Deno.mkdirSync(parent, { recursive: true });
+  } catch (e) {
+    throw fsError("unpack", parent, e);
+  }
+  let tmp: string;
+  try {
+    tmp = Deno.makeTempDirSync({ dir: parent, prefix: `.${base}.den-tmp-` });
+  } catch (e) {
+    throw fsError("unpack", parent, e);
+  }
+  const rootfs = `${tmp}/rootfs`;
+
+  let signalled: Deno.Signal | undefined;
+  let current: BlobStream | undefined;
+  const onSignal = (sig: Deno.Signal) => () => {
+    signalled ??= sig;
+    current?.cancel();
+    // A decoder blocked in nothing else wakes through cancel(); if the main
+    // thread is between layers it checks `signalled` itself.
+  };
+  const handlers = SIGNALS.map((s) => [s, onSignal(s)] as const);
+  for (const [s, h] of handlers) {
+    try {
+      Deno.addSignalListener(s, h);
+    } catch {
+      // not supported here
+    }
+  }
+  const decoder = new BlobDecoder(options.workers ?? 2);
+  const checkSignal = () => {
+    if (signalled) {
+      throw new DenError("unpack", `interrupted by ${signalled}`, {
+        exitCode: SIGNAL_EXIT[signalled] ?? 130,
+      });
+    }
+  };
+  try {
+    Deno.mkdirSync(rootfs, { mode: 0o755 });
+    const source = await openArchive(archive, {
+      image: options.image,
+      arch: options.arch,
+      scratch: tmp,
+      warn: options.onWarning,
+    });
+    checkSignal();
+    const stats = newStats();
+    const writer = new LayerWriter(rootfs, stats);
+    const n = source.layers.length;
+    const open = (i: number) => {
+      const l = source.layers[i]!;
+      const algo = l.digest?.split(":")[0];
+      return decoder.open({
+        path: l.path,
+        offset: l.offset,
+        size: l.size,
+        algo,
+        hashUncompressed: !!l.diffId && l.diffId !== l.digest,
+      });
+    };
+    let next: BlobStream | undefined = n > 0 ? open(0) : undefined;
+    let lastReport = 0;
+    for (let i = 0; i < n; i++) {
+      const layer = source.layers[i]!;
+      const stream = next!;
+      current = stream;
+      // Decode the next layer while this one is written (bounded window).
+      next = i + 1 < n ? open(i + 1) : undefined;
+      writer.startLayer();
+      const parser = new TarParser(writer);
+      try {
+        checkSignal();
+        for await (const chunk of stream.chunks()) {
+          checkSignal();
+          try {
+            parser.feed(chunk);
+          } catch (e) {
+            throw entryError(e, parser.currentName);
+          }
+          if (options.onProgress) {
+            const now = performance.now();
+            if (now - lastReport > 100) {
+              lastReport = now;
+              options.onProgress({
+                layer: i + 1,
+                layers: n,
+                bytes: stats.bytes,
+                files: stats.files,
+                elapsed: (now - start) / 1000,
+              });
+            }
+          }
+        }
+        parser.finish();
+        const r = await stream.result();
+        if (r.read !== layer.size) {
+          throw new DenError("", `layer blob truncated: read ${r.read} of ${layer.size} bytes`);
+        }
+        if (layer.digest && r.digest !== layer.digest) {
+          throw new DenError("", `digest mismatch: expected ${layer.digest}, got ${r.digest}`);
+        }
+        const diffId = r.diffId ?? (r.compression === "none" ? r.digest : undefined);
+        if (layer.diffId && diffId !== layer.diffId) {
+          throw new DenError("", `diff_id mismatch: expected ${layer.diffId}, got ${diffId}`);
+        }
+      } catch (e) {
+        writer.abort();
+        stream.cancel();
+        next?.cancel();
+        checkSignal();
+        const inner = e instanceof DenError
+          ? e
+          : new DenError("", (e as Error).message ?? String(e));
+        throw new DenError("", `unpack layer ${i + 1}/${n}`, { cause: inner });
+      }
+    }
+    current = undefined;
+    checkSignal();
+    makeRunnable(rootfs);
+    const metadata = metadataFromConfig(source.config);
+    metadata.image = source.name;
+    if (source.digest) metadata.digest = source.digest;
+    metadata.format = source.format;
+    metadata.unpacked = new Date().toISOString();
+    metadata.layers = n;
+    metadata.size = stats.bytes;
+    writeImageMetadata(rootfs, metadata);
+    checkSignal();
+    install(rootfs, dest, tmp, !!options.force);
+    return {
+      dest,
+      name: source.name,
+      format: source.format,
+      layers: n,
+      stats,
+      seconds: (performance.now() - start) / 1000,
+      metadata,
+    };
+  } catch (e) {
+    if (e instanceof DenError) throw e;
+    throw fsError("unpack", dest, e);
+  } finally {
+    decoder.close();
+    for (const [s, h] of handlers) {
+      try {
+        Deno.removeSignalListener(s, h);
+      } catch {
+        // ignore
+      }
+    }
+    try {
+      makeTreeRemovable(`${tmp}/old`);
+      Deno.removeSync(tmp, { recursive: true });
+    } catch {
+      // best effort; nothing more we can do
+    }
+  }
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Move the finished rootfs to dest; with force, the old one goes into tmp
+ * (removed with it), so a reader sees either the old or the new image. */
+function install(rootfs: string, dest: string, tmp: string, force: boolean): void {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    if (force && exists(dest)) {
+      try {
+        Deno.renameSync(dest, `${tmp}/old`);
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw fsError("unpack: replace", dest, e);
+      }
+    }
+    try {
+      Deno.renameSync(rootfs, dest);
+      return;
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code === "ENOTEMPTY" || code === "EEXIST" || code === "ENOTDIR" || code === "EISDIR") {
+        if (force) {
+          // Another unpack won the race; replace its result too.
+          if (exists(`${tmp}/old`)) {
+            makeTreeRemovable(`${tmp}/old`);
+            Deno.removeSync(`${tmp}/old`, { recursive: true });
+          }
+          continue;
+        }
+        throw new DenError("unpack", "destination exists", {
+          path: dest,
+          hint: "use --force to replace it",
+        });
+      }
+      throw fsError("unpack", dest, e);
+    }
+  }
+  throw new DenError("unpack", "destination keeps being replaced by another process", {
+    path: dest,
+  });
+}
+
+function fsError(op: string, path: string, e: unknown): DenError {
+  const err = e as Error & { code?: string };
+  const msg = (err?.message ?? String(e)).replace(/ \(os error \d+\).*$/, "");
+  return new DenError(op, msg, { path, code: err?.code });
+}
+
+/** A failure while writing an entry, naming the entry. */
+function entryError(e: unknown, name: string): DenError {
+  if (e instanceof DenError) return e;
+  const err = e as Error & { code?: string };
+  const msg = (err?.message ?? String(e)).replace(/ \(os error \d+\).*$/, "");
+  return new DenError("", `cannot create ${quote(name)}: ${msg}`, { code: err?.code });
+}
+
+/** Create what ch-run/den run bind-mounts onto, replacing what is unusable. */
+function makeRunnable(rootfs: string): void {
+  const r = new RootfsResolver(rootfs);
+  const lstat = (p: string) => {
+    try {
+      return Deno.lstatSync(`${rootfs}/${p}`);
+    } catch {
+      return undefined;
+    }
+  };
+  const replace = (p: string, st: Deno.FileInfo) => {
+    if (st.isDirectory) {
+      makeTreeRemovable(`${rootfs}/${p}`);
+      Deno.removeSync(`${rootfs}/${p}`, { recursive: true });
+    } else Deno.removeSync(`${rootfs}/${p}`);
+    r.invalidate();
+  };
+  for (const d of RUNTIME_DIRS) {
+    const st = lstat(d);
+    if (st?.isDirectory) continue;
+    if (st?.isSymlink) {
+      // Keep e.g. tmp -> var/tmp when it leads to a directory in the image.
+      let ok = false;
+      try {
+        ok = r.dir([d], 1, false) !== undefined;
+      } catch {
+        ok = false;
+      }
+      if (ok) continue;
+    }
+    if (st) replace(d, st);
+    Deno.mkdirSync(`${rootfs}/${d}`, { mode: 0o755 });
+  }
+  if (lstat("tmp")?.isDirectory) Deno.chmodSync(`${rootfs}/tmp`, 0o1777);
+  let etc: string;
+  const est = lstat("etc");
+  if (est && !est.isDirectory && !est.isSymlink) replace("etc", est);
+  try {
+    etc = r.dir(["etc"], 1, true)!;
+  } catch {
+    const st = lstat("etc");
+    if (st) replace("etc", st);
+    Deno.mkdirSync(`${rootfs}/etc`, { mode: 0o755 });
+    etc = "etc";
+  }
+  for (const f of RUNTIME_FILES) {
+    const p = etc === "" ? f : `${etc}/${f}`;
+    const st = lstat(p);
+    if (st?.isFile || st?.isDirectory) continue;
+    if (st?.isSymlink) {
+      // A relative link to a regular file inside the image is fine; absolute
+      // (resolv.conf -> /run/systemd/...) or dangling ones are not: den run
+      // binds the host's file there.
+      const target = Deno.readLinkSync(`${rootfs}/${p}`);
+      if (!target.startsWith("/") && !target.split("/").includes("..")) {
+        const dir = p.includes("/") ? p.slice(0, p.lastIndexOf("/")) : "";
+        const t = lstat(dir ? `${dir}/${target}` : target);
+        if (t?.isFile) continue;
+      }
+      replace(p, st);
+    }
+    Deno.writeFileSync(`${rootfs}/${p}`, new Uint8Array(), { mode: 0o644 });
+  }
+  // ch/ is den's (and Charliecloud's) metadata directory: start it afresh so
+  // that nothing the image planted there (a symlink) redirects our writes.
+  const ch = lstat("ch");
+  if (ch) replace("ch", ch);
+  Deno.mkdirSync(`${rootfs}/ch`, { mode: 0o755 });
+}
