@@ -176,19 +176,26 @@ function userEnv(): Record<string, string> {
   return env;
 }
 
+/** The argv that runs `den ARGS...` (as whoever runs it). */
+export function denPlainArgv(args: string[]): string[] {
+  return [Deno.execPath(), "run", "-A", "--no-lock", MAIN, ...args];
+}
+
+/** argv prefixed so that it runs as the test user when we are root. */
+export function asTestUser(argv: string[]): string[] {
+  if (Deno.uid() !== 0) return argv;
+  const { uid, gid } = testUser();
+  return ["setpriv", `--reuid=${uid}`, `--regid=${gid}`, "--init-groups", "--", ...argv];
+}
+
 /** The argv that runs `den ARGS...` as the test user. */
 export function denArgv(args: string[]): string[] {
-  const deno = [Deno.execPath(), "run", "-A", "--no-lock", MAIN, ...args];
-  if (Deno.uid() !== 0) return deno;
-  const { uid, gid } = testUser();
-  return [
-    "setpriv",
-    `--reuid=${uid}`,
-    `--regid=${gid}`,
-    "--init-groups",
-    "--",
-    ...deno,
-  ];
+  return asTestUser(denPlainArgv(args));
+}
+
+/** Environment for commands run as the test user. */
+export function testUserEnv(): Record<string, string> {
+  return userEnv();
 }
 
 /** Run den with args as the test user; options add env and stdin. */

@@ -4,6 +4,7 @@
 
 import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
 import {
+  asTestUser,
   buildBusyboxImage,
   den,
   denArgv,
@@ -14,6 +15,7 @@ import {
   tempDir,
   TEST_USER,
   testUser,
+  testUserEnv,
   which,
 } from "./_helpers.ts";
 
@@ -322,7 +324,7 @@ Deno.test({
       "--oversubscribe",
       "-np",
       "4",
-      ...denArgv([
+      ...denPlainArgv([
         "run",
         IMG,
         "--",
@@ -331,18 +333,18 @@ Deno.test({
         'echo "rank $OMPI_COMM_WORLD_RANK of $OMPI_COMM_WORLD_SIZE"',
       ]),
     ];
-    // mpirun runs as the test user too (setpriv before mpirun).
-    const argv = Deno.uid() === 0 ? [...denArgv([]).slice(0, 5), ...mpi] : mpi;
-    const [cmd, ...args] = argv;
-    const env = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/tmp", USER: userName };
+    // mpirun runs as the test user too.
+    const [cmd, ...args] = asTestUser(mpi);
     const r = await new Deno.Command(cmd!, {
       args,
-      env: Deno.uid() === 0 ? { ...env, DENO_DIR: "/tmp/den-test-deno-dir" } : env,
+      env: testUserEnv(),
+      clearEnv: true,
       stdout: "piped",
       stderr: "piped",
     }).output();
     const out = new TextDecoder().decode(r.stdout).trim().split("\n").sort();
-    deepStrictEqual(out, ["rank 0 of 4", "rank 1 of 4", "rank 2 of 4", "rank 3 of 4"]);
+    const err = new TextDecoder().decode(r.stderr);
+    deepStrictEqual(out, ["rank 0 of 4", "rank 1 of 4", "rank 2 of 4", "rank 3 of 4"], err);
     equal(r.code, 0);
   },
 });
@@ -355,10 +357,9 @@ Deno.test({
   async fn() {
     const script = "cat /etc/passwd /etc/group; echo $PATH; pwd";
     const d = await den(["run", IMG, "--", "sh", "-c", script], { env: { PATH: "/usr/bin" } });
-    const [setpriv, ...pre] = denArgv([]).slice(0, 5);
-    const chArgv = [...(Deno.uid() === 0 ? pre : []), "ch-run", IMG, "--", "sh", "-c", script];
-    const c = await new Deno.Command(Deno.uid() === 0 ? setpriv! : chArgv.shift()!, {
-      args: chArgv,
+    const [cmd, ...args] = asTestUser(["ch-run", IMG, "--", "sh", "-c", script]);
+    const c = await new Deno.Command(cmd!, {
+      args,
       env: { PATH: "/usr/bin", USER: userName },
       clearEnv: true,
       stdout: "piped",
