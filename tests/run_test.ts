@@ -8,6 +8,7 @@ import {
   buildBusyboxImage,
   den,
   denArgv,
+  denPlainArgv,
   hasUserns,
   HAVE_BUSYBOX,
   mountsContaining,
