@@ -11,6 +11,8 @@ import {
   type RunOptions,
 } from "../plan.ts";
 import { out, output, verbose, warn } from "./output.ts";
+import { resolveImage } from "../image/store.ts";
+import { readImageMetadata } from "../image/metadata.ts";
 
 export const RUN_USAGE = `Usage: den run [OPTION...] IMAGE -- CMD [ARG...]
 
@@ -180,55 +182,24 @@ const hostView: HostView = {
 
 /** Check IMAGE the way ch-run does and return its absolute path. */
 function imageDirectory(arg: string, storage?: string): string {
-  let path = arg;
-  if (!arg.includes("/")) {
-    const dir = storage ?? Deno.env.get("DEN_STORAGE") ??
-      `/var/tmp/${Deno.env.get("USER") ?? "unknown"}/den`;
-    try {
-      if (Deno.statSync(`${dir}/img/${arg}`).isDirectory) {
-        path = `${dir}/img/${arg}`;
-      }
-    } catch {
-      // not in storage: a relative path
-    }
-  }
+  const path = resolveImage(arg, storage);
   let st;
   try {
     st = Deno.statSync(path);
   } catch (e) {
-    const code = (e as { code?: string }).code;
-    throw new DenError("can't stat", `${path}: ${osMessage(e)}`, { code });
+    throw new DenError("can't stat", `${path}: ${osMessage(e)}`, {
+      code: (e as { code?: string }).code,
+    });
   }
   if (!st.isDirectory) throw new DenError("", `unknown image type: ${path}`);
   return Deno.realPathSync(path);
 }
 
-/** The image's metadata written by `den unpack` (ch/metadata.json). */
+/** The image configuration `den unpack` stored (ch/metadata.json). */
 function imageConfig(rootfs: string): ImageConfig | undefined {
-  let text;
-  try {
-    text = Deno.readTextFileSync(`${rootfs}/ch/metadata.json`);
-  } catch {
-    return undefined;
-  }
-  try {
-    const m = JSON.parse(text);
-    const env = Array.isArray(m.env_list)
-      ? m.env_list
-      : m.env && typeof m.env === "object"
-      ? Object.entries(m.env).map(([k, v]) => `${k}=${v}`)
-      : [];
-    return {
-      env,
-      entrypoint: m.entrypoint ?? null,
-      cmd: m.cmd ?? null,
-      cwd: m.cwd || undefined,
-    };
-  } catch (e) {
-    throw new DenError("can't parse", (e as Error).message, {
-      path: `${rootfs}/ch/metadata.json`,
-    });
-  }
+  const m = readImageMetadata(rootfs);
+  if (!m) return undefined;
+  return { env: m.env_list, entrypoint: m.entrypoint, cmd: m.cmd, cwd: m.cwd || undefined };
 }
 
 /** Read --set-env files now: host paths, or /ch/environment in the image. */
