@@ -1,0 +1,334 @@
+import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
+import { FEATURES, parseRunArgs, RUN_USAGE } from "./run.ts";
+import { DenError } from "../error.ts";
+import type { RunOptions } from "../plan.ts";
+
+/** The RunOptions of a run request; fails on any other request. */
+function run(...args: string[]): RunOptions {
+  const req = parseRunArgs(args);
+  if (req.kind !== "run") throw new Error(`expected run, got ${req.kind}`);
+  return req.options;
+}
+
+/** A usage error (exit 64) with exactly this message. */
+function usage(message: string) {
+  return (e: unknown) => e instanceof DenError && e.message === message && e.exitCode === 64;
+}
+
+const DEFAULTS: RunOptions = {
+  image: "img",
+  command: ["true"],
+  binds: [],
+  cd: undefined,
+  write: false,
+  envOps: [],
+  envNoExpand: false,
+  imageEnv: true,
+  uid: undefined,
+  gid: undefined,
+  home: false,
+  noPasswd: false,
+  privateTmp: false,
+  verbose: 0,
+  storage: undefined,
+  dryRun: false,
+};
+
+Deno.test("parseRunArgs() defaults every option", () => {
+  deepStrictEqual(run("img", "--", "true"), DEFAULTS);
+});
+
+Deno.test("parseRunArgs() maps every ch-run option to RunOptions", () => {
+  deepStrictEqual(
+    run(
+      "-b",
+      "/a",
+      "--bind=/b:/mnt/b",
+      "-c",
+      "/work",
+      "--env-no-expand",
+      "-g",
+      "100",
+      "--home",
+      "--no-image-env",
+      "--no-passwd",
+      "--set-env=A=1",
+      "-s",
+      "/store",
+      "-t",
+      "--unset-env=B*",
+      "-u",
+      "1000",
+      "-v",
+      "-w",
+      "--dry-run",
+      "img",
+      "--",
+      "echo",
+      "hi",
+    ),
+    {
+      image: "img",
+      command: ["echo", "hi"],
+      binds: [
+        { source: "/a", target: undefined },
+        { source: "/b", target: "/mnt/b" },
+      ],
+      cd: "/work",
+      write: true,
+      envOps: [{ kind: "set", text: "A=1" }, { kind: "unset", glob: "B*" }],
+      envNoExpand: true,
+      imageEnv: false,
+      uid: 1000,
+      gid: 100,
+      home: true,
+      noPasswd: true,
+      privateTmp: true,
+      verbose: 1,
+      storage: "/store",
+      dryRun: true,
+    },
+  );
+});
+
+Deno.test("parseRunArgs() accepts the long forms", () => {
+  const o = run(
+    "--cd=/w",
+    "--gid=2",
+    "--storage=/s",
+    "--private-tmp",
+    "--uid=3",
+    "--verbose",
+    "--write",
+    "img",
+    "--",
+    "true",
+  );
+  deepStrictEqual(
+    [o.cd, o.gid, o.storage, o.privateTmp, o.uid, o.verbose, o.write],
+    ["/w", 2, "/s", true, 3, 1, true],
+  );
+});
+
+Deno.test("parseRunArgs() takes options after IMAGE (GNU permutation)", () => {
+  const o = run("img", "-w", "--", "true");
+  strictEqual(o.write, true);
+  deepStrictEqual(o.command, ["true"]);
+});
+
+Deno.test("parseRunArgs() leaves options after '--' to the command", () => {
+  deepStrictEqual(run("img", "--", "ls", "-w", "--bind=x").command, [
+    "ls",
+    "-w",
+    "--bind=x",
+  ]);
+});
+
+Deno.test("parseRunArgs() keeps a second '--' in the command, as ch-run", () => {
+  const o = run("--", "img", "--", "true");
+  strictEqual(o.image, "img");
+  deepStrictEqual(o.command, ["--", "true"]);
+});
+
+Deno.test("parseRunArgs() allows an empty command (the image's own)", () => {
+  deepStrictEqual(run("img").command, []);
+});
+
+Deno.test("parseRunArgs() without IMAGE is a usage error", () => {
+  throws(() => parseRunArgs([]), usage("IMAGE and/or CMD not specified"));
+  throws(() => parseRunArgs(["-w"]), usage("IMAGE and/or CMD not specified"));
+});
+
+Deno.test("parseRunArgs() passes parseArgv() usage errors on", () => {
+  throws(() => parseRunArgs(["--foo", "img"]), usage("unrecognized option '--foo'"));
+  throws(() => parseRunArgs(["-x", "img"]), usage("invalid option -- 'x'"));
+  throws(
+    () => parseRunArgs(["img", "--bind"]),
+    usage("option '--bind' requires an argument"),
+  );
+});
+
+Deno.test("parseRunArgs() --set-env without a value is the image's /ch/environment", () => {
+  deepStrictEqual(run("--set-env", "img").envOps, [
+    { kind: "file", path: "/ch/environment", text: "" },
+  ]);
+});
+
+Deno.test("parseRunArgs() --set-env NAME=VALUE is a set op", () => {
+  deepStrictEqual(run("--set-env=FOO=bar", "img").envOps, [
+    { kind: "set", text: "FOO=bar" },
+  ]);
+  deepStrictEqual(run("--set-env==x", "img").envOps, [
+    { kind: "set", text: "=x" },
+  ]);
+});
+
+Deno.test("parseRunArgs() --set-env without '=' is a file op", () => {
+  deepStrictEqual(run("--set-env=/path/env", "img").envOps, [
+    { kind: "file", path: "/path/env", text: "" },
+  ]);
+});
+
+Deno.test("parseRunArgs() --set-env takes its value only after '='", () => {
+  const o = run("--set-env", "FOO=bar", "img");
+  deepStrictEqual(o.envOps, [
+    { kind: "file", path: "/ch/environment", text: "" },
+  ]);
+  strictEqual(o.image, "FOO=bar");
+  deepStrictEqual(o.command, ["img"]);
+});
+
+Deno.test("parseRunArgs() keeps --set-env and --unset-env in order", () => {
+  deepStrictEqual(
+    run(
+      "--unset-env=P*",
+      "--set-env=PX=1",
+      "img",
+      "--set-env=/e",
+      "--unset-env",
+      "Q",
+      "--set-env",
+    ).envOps,
+    [
+      { kind: "unset", glob: "P*" },
+      { kind: "set", text: "PX=1" },
+      { kind: "file", path: "/e", text: "" },
+      { kind: "unset", glob: "Q" },
+      { kind: "file", path: "/ch/environment", text: "" },
+    ],
+  );
+});
+
+Deno.test("parseRunArgs() rejects an empty --unset-env", () => {
+  throws(
+    () => parseRunArgs(["--unset-env=", "img"]),
+    usage("--unset-env: GLOB must have length > 0"),
+  );
+});
+
+Deno.test("parseRunArgs() splits -b at the first ':'", () => {
+  deepStrictEqual(run("-b", "/a:/b:/c", "img").binds, [
+    { source: "/a", target: "/b:/c" },
+  ]);
+});
+
+Deno.test("parseRunArgs() keeps binds in order", () => {
+  deepStrictEqual(run("-b/x", "img", "--bind", "/y:/z").binds, [
+    { source: "/x", target: undefined },
+    { source: "/y", target: "/z" },
+  ]);
+});
+
+Deno.test("parseRunArgs() rejects a bind without source or destination", () => {
+  throws(
+    () => parseRunArgs(["-b", ":/x", "img"]),
+    usage("--bind: no source or destination: :/x"),
+  );
+  throws(
+    () => parseRunArgs(["-b", "/x:", "img"]),
+    usage("--bind: no source or destination: /x:"),
+  );
+  throws(
+    () => parseRunArgs(["--bind=", "img"]),
+    usage("--bind: no source or destination: "),
+  );
+});
+
+Deno.test("parseRunArgs() -u and -g take decimal ids", () => {
+  const o = run("-u", "0", "-g", "4294967294", "img");
+  deepStrictEqual([o.uid, o.gid], [0, 4294967294]);
+});
+
+Deno.test("parseRunArgs() rejects a -u that is not a number", () => {
+  throws(
+    () => parseRunArgs(["-u", "x", "img"]),
+    usage('--uid: no digits found: "x"'),
+  );
+  throws(
+    () => parseRunArgs(["-u", "-1", "img"]),
+    usage('--uid: no digits found: "-1"'),
+  );
+  throws(
+    () => parseRunArgs(["-g", "1x", "img"]),
+    usage('--gid: no digits found: "1x"'),
+  );
+  throws(
+    () => parseRunArgs(["--uid=", "img"]),
+    usage('--uid: no digits found: ""'),
+  );
+});
+
+Deno.test("parseRunArgs() rejects an id out of range", () => {
+  throws(
+    () => parseRunArgs(["-u", "4294967295", "img"]),
+    usage("--uid: out of range: 4294967295"),
+  );
+});
+
+Deno.test("parseRunArgs() repeated -u: the last wins", () => {
+  strictEqual(run("-u", "1", "-u", "2", "img").uid, 2);
+  strictEqual(run("-c", "/a", "--cd=/b", "img").cd, "/b");
+});
+
+Deno.test("parseRunArgs() counts -v", () => {
+  strictEqual(run("-vv", "img", "--verbose").verbose, 3);
+});
+
+Deno.test("parseRunArgs() --help, -h and -? ask for help", () => {
+  for (const arg of ["--help", "-h", "-?"]) {
+    deepStrictEqual(parseRunArgs([arg]), { kind: "help" }, arg);
+  }
+  deepStrictEqual(parseRunArgs(["img", "-wh"]), { kind: "help" });
+});
+
+Deno.test("parseRunArgs() -V and --version ask for the version", () => {
+  deepStrictEqual(parseRunArgs(["-V"]), { kind: "version" });
+  deepStrictEqual(parseRunArgs(["img", "--version"]), { kind: "version" });
+});
+
+Deno.test("parseRunArgs() help wins over version", () => {
+  deepStrictEqual(parseRunArgs(["-V", "-h"]), { kind: "help" });
+});
+
+Deno.test("parseRunArgs() --feature asks about a feature", () => {
+  deepStrictEqual(parseRunArgs(["--feature=seccomp"]), {
+    kind: "feature",
+    name: "seccomp",
+  });
+  deepStrictEqual(parseRunArgs(["--feature", "list"]), {
+    kind: "feature",
+    name: "list",
+  });
+});
+
+Deno.test("FEATURES has image-env on and what den lacks off", () => {
+  strictEqual(FEATURES["image-env"], true);
+  for (const f of ["extglob", "seccomp", "squash", "overlayfs"]) {
+    strictEqual(FEATURES[f], false, f);
+  }
+});
+
+Deno.test("RUN_USAGE documents every option parseRunArgs() takes", () => {
+  for (
+    const o of [
+      "--bind",
+      "--cd",
+      "--env-no-expand",
+      "--feature",
+      "--gid",
+      "--home",
+      "--no-image-env",
+      "--no-passwd",
+      "--set-env",
+      "--storage",
+      "--private-tmp",
+      "--unset-env",
+      "--uid",
+      "--verbose",
+      "--write",
+      "--dry-run",
+      "--help",
+      "--version",
+    ]
+  ) ok(RUN_USAGE.includes(o), o);
+});
