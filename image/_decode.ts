@@ -132,7 +132,13 @@ function inflate(
       const chunk = fill === out.length ? out : out.subarray(0, fill);
       out = new Uint8Array(OUT_CHUNK);
       fill = 0;
-      const p = emit(chunk);
+      let p: void | Promise<void>;
+      try {
+        p = emit(chunk);
+      } catch (e) {
+        fail(e);
+        return;
+      }
       if (p) {
         waiting++;
         dec.pause();
