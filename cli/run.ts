@@ -262,6 +262,12 @@ export async function runCommand(args: string[]): Promise<number> {
       req satisfies never;
   }
   const opts = req.options;
+  // Relative bind sources are relative to the host's working directory.
+  const cwd = Deno.cwd();
+  opts.binds = opts.binds.map((b) => ({
+    source: b.source.startsWith("/") ? b.source : `${cwd}/${b.source}`.replace(/\/(\.\/)+/g, "/"),
+    target: b.target ?? (b.source.startsWith("/") ? undefined : `${cwd}/${b.source}`),
+  }));
   output.verbosity = Math.max(output.verbosity, opts.verbose);
   const rootfs = imageDirectory(opts.image, opts.storage);
   opts.envOps = readEnvFiles(opts.envOps, rootfs);
