@@ -8,7 +8,7 @@ export type EnvOp =
   | { kind: "file"; path: string; text: string } // --set-env=FILE (already read)
   | { kind: "unset"; glob: string }; // --unset-env=GLOB
 
-/** Ordered environment; later sets replace a name in place. */
+/** Ordered environment; a set moves the name to the end, as setenv(3) may. */
 export type Env = Map<string, string>;
 
 /**
@@ -57,14 +57,17 @@ export function globToRegExp(glob: string): RegExp {
     if (c === "*") re += ".*";
     else if (c === "?") re += ".";
     else if (c === "[") {
-      const end = glob.indexOf("]", i + 2);
+      // "[!...]" negates; a "]" right after "[" or "[!" is a member.
+      let j = i + 1;
+      const negate = glob[j] === "!";
+      if (negate) j++;
+      const end = glob.indexOf("]", glob[j] === "]" ? j + 1 : j);
       if (end < 0) {
         re += "\\[";
         continue;
       }
-      let body = glob.slice(i + 1, end);
-      if (body.startsWith("!")) body = "^" + body.slice(1);
-      re += "[" + body.replace(/\\/g, "\\\\") + "]";
+      const body = glob.slice(j, end).replace(/[\\\]^]/g, "\\$&");
+      re += `[${negate ? "^" : ""}${body}]`;
       i = end;
     } else re += c.replace(/[.+^${}()|\\\]]/g, "\\$&");
   }
@@ -75,8 +78,9 @@ export function globToRegExp(glob: string): RegExp {
 export function applyEnvOps(env: Env, ops: EnvOp[], expand: boolean): void {
   const set = (line: string, where: string) => {
     const [name, value] = parseEnvLine(line, where);
+    const expanded = expand ? expandValue(value, env) : value;
     env.delete(name);
-    env.set(name, expand ? expandValue(value, env) : value);
+    env.set(name, expanded);
   };
   for (const op of ops) {
     switch (op.kind) {

@@ -166,8 +166,9 @@ export function passwdFile(uid: number, gid: number, facts: HostFacts): string {
   let text = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n";
   if (uid !== 0 && uid !== 65534) {
     const pw = facts.passwdEntry(uid);
-    const name = pw?.name ?? (uid === facts.uid ? facts.user : `uid${uid}`);
-    text += `${name}:x:${uid}:${gid}:${pw?.gecos ?? ""}:/:/bin/sh\n`;
+    // ch-run's names for ids the host does not know.
+    const name = pw?.name ?? "charlie";
+    text += `${name}:x:${uid}:${gid}:${pw?.gecos ?? "Charliecloud User"}:/:/bin/sh\n`;
   }
   return text;
 }
@@ -176,7 +177,7 @@ export function passwdFile(uid: number, gid: number, facts: HostFacts): string {
 export function groupFile(gid: number, facts: HostFacts): string {
   let text = "root:x:0:\nnogroup:x:65534:\n";
   if (gid !== 0 && gid !== 65534) {
-    text += `${facts.groupName(gid) ?? `gid${gid}`}:x:${gid}:\n`;
+    text += `${facts.groupName(gid) ?? "charliegroup"}:x:${gid}:\n`;
   }
   return text;
 }
@@ -331,6 +332,9 @@ export function planContainer(
       );
     }
     const target = resolveInRoot(rootfs, containerPath, fs);
+    if (target === rootfs) {
+      throw new DenError("--bind", "destination can't be /", { exitCode: EXIT_USAGE });
+    }
     if (kindOf(fs, target) === undefined) {
       if (!opts.write) {
         throw new DenError(

@@ -45,7 +45,7 @@ export function parseArgv(
     if (arg.startsWith("--")) {
       const eq = arg.indexOf("=");
       const name = arg.slice(2, eq < 0 ? undefined : eq);
-      const s = spec[name];
+      const s = Object.hasOwn(spec, name) ? spec[name] : undefined;
       if (!s) {
         throw bad(
           `unrecognized option '${arg.slice(0, eq < 0 ? undefined : eq)}'`,
