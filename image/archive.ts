@@ -63,8 +63,15 @@ interface Files {
 }
 
 const JSON_MAX = 64 << 20;
-const IMAGE_NAME_RE =
-  /^(?:manifest\.json|index\.json|oci-layout|repositories|blobs(?:\/.*)?|[0-9a-f]{64}(?:\.json|\.tar|\/.*)?)?$/;
+/**
+ * Whether a name can belong to an image archive: docker-archive and OCI
+ * entries are at most two levels deep ("ID/layer.tar"), or three under
+ * blobs/. Rootfs tarballs soon show deeper paths, so scans can stop early.
+ */
+function looksLikeImageEntry(name: string): boolean {
+  const depth = name === "" ? 0 : name.split("/").length;
+  return depth <= 2 || (depth === 3 && name.startsWith("blobs/"));
+}
 
 /** Host architecture in OCI terms. */
 export function hostArch(): string {
@@ -227,7 +234,7 @@ function indexTar(path: string, shown: string): Map<string, TarIndexEntry> | und
       if (paxSize) pos = dataAt + Math.ceil(dataSize / BLOCK) * BLOCK;
       pax = new Map();
       longName = longLink = undefined;
-      if (!IMAGE_NAME_RE.test(name)) return undefined;
+      if (!looksLikeImageEntry(name)) return undefined;
       index.set(name, { offset: dataAt, size: dataSize, type: h.type, link });
       if (dataAt + dataSize > size) {
         throw new DenError("open archive", `unexpected end of archive in "${name}" (truncated)`, {
@@ -248,7 +255,7 @@ async function classifyStream(path: string, size: number): Promise<boolean> {
   const parser = new TarParser({
     entry(e) {
       const name = normalize(new TextDecoder().decode(e.name));
-      if (!IMAGE_NAME_RE.test(name)) {
+      if (!looksLikeImageEntry(name)) {
         stop = true;
         image = false;
       } else if (name === "manifest.json" || name === "index.json") image = true;
