@@ -1,0 +1,21 @@
+// `deno task bench`: den run's benchmark, then image unpacking's when
+// tests/bench_unpack.ts is there (it is written separately).
+
+import { benchRun } from "./bench_run.ts";
+
+await benchRun();
+
+const unpack = new URL("./bench_unpack.ts", import.meta.url);
+let present = true;
+try {
+  Deno.statSync(unpack);
+} catch {
+  present = false;
+}
+if (present) {
+  // A specifier in a variable: `deno check` must not require the file.
+  const mod: { benchUnpack?: unknown } = await import(unpack.href);
+  if (typeof mod.benchUnpack === "function") {
+    await (mod.benchUnpack as () => Promise<void>)();
+  }
+}
