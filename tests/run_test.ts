@@ -377,3 +377,65 @@ if (work) {
     } catch { /* best effort */ }
   });
 }
+
+/** Run argv on a new terminal (script(1)), writing input after a delay. */
+async function onTerminal(argv: string[], input: string, delayMs: number): Promise<DenTerm> {
+  const quoted = asTestUser(argv).map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(" ");
+  const child = new Deno.Command("script", {
+    args: ["-qec", quoted, "/dev/null"],
+    env: testUserEnv(),
+    clearEnv: true,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const w = child.stdin.getWriter();
+  await new Promise((r) => setTimeout(r, delayMs));
+  await w.write(new TextEncoder().encode(input));
+  const r = await child.output().finally(() => w.close().catch(() => {}));
+  return { code: r.code, out: new TextDecoder().decode(r.stdout).replace(/\r/g, "") };
+}
+interface DenTerm {
+  code: number;
+  out: string;
+}
+
+Deno.test({
+  name: "Ctrl-C on a terminal interrupts the command once",
+  ignore: ignore || !which("script"),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const r = await onTerminal(
+      denPlainArgv([
+        "run",
+        IMG,
+        "--",
+        "sh",
+        "-c",
+        'trap "echo got INT" INT; i=0; while [ $i -lt 25 ]; do sleep 0.1; i=$((i+1)); done; echo done',
+      ]),
+      "\x03",
+      1500,
+    );
+    equal(r.out.match(/got INT/g)?.length, 1, r.out);
+    match(r.out, /done/);
+    equal(r.code, 0);
+  },
+});
+
+Deno.test({
+  name: "an interactive shell works on a terminal",
+  ignore: ignore || !which("script"),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const r = await onTerminal(
+      denPlainArgv(["run", IMG, "--", "sh", "-i"]),
+      "tty >/dev/null && echo on-a-tty-$CH_RUNNING\nexit 5\n",
+      1500,
+    );
+    match(r.out, /on-a-tty-Weird Al Yankovic/);
+    equal(r.code, 5);
+  },
+});
