@@ -49,6 +49,9 @@ export interface UnpackResult {
   metadata: ImageMetadata;
 }
 
+/** Bytes of file data that may wait for asynchronous writes. */
+const PENDING_MAX = 32 << 20;
+
 const SIGNALS: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 const SIGNAL_EXIT: Record<string, number> = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 };
 
@@ -114,7 +117,7 @@ export async function unpackImage(
       // not supported here
     }
   }
-  const decoder = new BlobDecoder(options.workers ?? 2);
+  const decoder = new BlobDecoder(options.workers ?? 1);
   const checkSignal = () => {
     if (signalled) {
       throw new DenError("unpack", `interrupted by ${signalled}`, {
@@ -161,6 +164,7 @@ export async function unpackImage(
           checkSignal();
           try {
             parser.feed(chunk);
+            if (writer.pendingBytes > PENDING_MAX) await writer.drain(PENDING_MAX / 2);
           } catch (e) {
             throw entryError(e, parser.currentName);
           }
@@ -179,6 +183,7 @@ export async function unpackImage(
           }
         }
         parser.finish();
+        await writer.flush();
         const r = await stream.result();
         if (r.read !== layer.size) {
           throw new DenError("", `layer blob truncated: read ${r.read} of ${layer.size} bytes`);
@@ -191,8 +196,8 @@ export async function unpackImage(
           throw new DenError("", `diff_id mismatch: expected ${layer.diffId}, got ${diffId}`);
         }
       } catch (e) {
-        writer.abort();
         stream.cancel();
+        await writer.abort();
         next?.cancel();
         checkSignal();
         const inner = e instanceof DenError

@@ -39,6 +39,9 @@ export function newStats(): UnpackStats {
 }
 
 const S_ISUID_ISGID = 0o6000;
+/** Files at least this big are written asynchronously (see #chain). Off by
+ * default: on the benchmark machine it did not pay (file creation dominates). */
+const ASYNC_MIN = Number(Deno.env.get("DEN_ASYNC_MIN") ?? Infinity);
 
 let umaskCache: number | undefined;
 function umask(): number {
@@ -62,12 +65,17 @@ export class LayerWriter implements TarHandler {
    * whiteout must not remove them (they only hide lower layers). */
   #created = new Set<string>();
   #file?: Deno.FsFile;
-  #filePath = "";
-  #fileMode = 0;
   #fileMtime = 0;
   #filePos = 0;
   #fileSize = 0;
   #umask = umask();
+  /** Writes of big files run on Deno's blocking thread pool while the main
+   * thread goes on parsing and creating files (the kernel's page-cache work
+   * is most of an unpack's cost). Each file's writes are chained in order. */
+  #chain?: Promise<void>;
+  #pending = new Set<Promise<void>>();
+  #pendingBytes = 0;
+  #writeError?: unknown;
 
   constructor(rootfs: string, stats: UnpackStats = newStats()) {
     this.resolver = new RootfsResolver(rootfs);
@@ -79,14 +87,44 @@ export class LayerWriter implements TarHandler {
     this.#created = new Set();
   }
 
-  /** Close a file left open by an aborted layer. */
-  abort(): void {
+  /** Bytes handed to asynchronous writes and not yet written. */
+  get pendingBytes(): number {
+    return this.#pendingBytes;
+  }
+
+  /** Wait until at most `max` bytes of writes are pending. */
+  async drain(max: number): Promise<void> {
+    while (this.#pendingBytes > max && this.#pending.size) {
+      await Promise.race(this.#pending);
+    }
+    this.#throwWriteError();
+  }
+
+  /** Wait for all pending writes; throws the first write error. */
+  async flush(): Promise<void> {
+    while (this.#pending.size) await Promise.all(this.#pending);
+    this.#throwWriteError();
+  }
+
+  #throwWriteError(): void {
+    if (this.#writeError !== undefined) {
+      const e = this.#writeError;
+      this.#writeError = undefined;
+      throw e;
+    }
+  }
+
+  /** Close a file left open by an aborted layer; wait for pending writes. */
+  async abort(): Promise<void> {
     try {
       this.#file?.close();
     } catch {
       // already closed
     }
     this.#file = undefined;
+    this.#chain = undefined;
+    while (this.#pending.size) await Promise.allSettled(this.#pending);
+    this.#writeError = undefined;
   }
 
   entry(e: TarEntry): boolean {
@@ -142,30 +180,55 @@ export class LayerWriter implements TarHandler {
 
   data(chunk: Uint8Array, offset: number): void {
     const f = this.#file!;
-    if (offset !== this.#filePos) {
-      f.seekSync(offset, Deno.SeekMode.Start);
-      this.#filePos = offset;
-    }
-    let off = 0;
-    while (off < chunk.length) off += f.writeSync(chunk.subarray(off));
-    this.#filePos += chunk.length;
     this.stats.bytes += chunk.length;
+    if (this.#chain === undefined) {
+      if (offset !== this.#filePos) f.seekSync(offset, Deno.SeekMode.Start);
+      let off = 0;
+      while (off < chunk.length) off += f.writeSync(chunk.subarray(off));
+      this.#filePos = offset + chunk.length;
+      return;
+    }
+    const seek = offset !== this.#filePos;
+    this.#filePos = offset + chunk.length;
+    const len = chunk.length;
+    this.#pendingBytes += len;
+    this.#chain = this.#chain.then(async () => {
+      if (seek) await f.seek(offset, Deno.SeekMode.Start);
+      let off = 0;
+      while (off < len) off += await f.write(chunk.subarray(off));
+    }).finally(() => {
+      this.#pendingBytes -= len;
+    });
   }
 
   end(): void {
     const f = this.#file;
     if (!f) return;
     this.#file = undefined;
-    try {
-      // Sparse files: holes at the end, or files that are only holes.
-      if (this.#filePos !== this.#fileSize) f.truncateSync(this.#fileSize);
-      const t = new Date(this.#fileMtime * 1000);
-      f.utimeSync(t, t);
-    } finally {
-      f.close();
-    }
-    const mode = this.#fileMode;
-    if ((mode & ~this.#umask) !== mode) Deno.chmodSync(this.#filePath, mode);
+    const size = this.#fileSize;
+    const pos = this.#filePos;
+    const t = new Date(this.#fileMtime * 1000);
+    const finish = () => {
+      try {
+        // Sparse files: holes at the end, or files that are only holes.
+        if (pos !== size) f.truncateSync(size);
+        f.utimeSync(t, t);
+      } finally {
+        f.close();
+      }
+    };
+    const chain = this.#chain;
+    this.#chain = undefined;
+    if (chain === undefined) return finish();
+    const p: Promise<void> = chain.then(finish).catch((e) => {
+      try {
+        f.close();
+      } catch {
+        // closed by finish()
+      }
+      this.#writeError ??= e;
+    }).finally(() => this.#pending.delete(p));
+    this.#pending.add(p);
   }
 
   #openFile(host: string, e: TarEntry): void {
@@ -178,9 +241,10 @@ export class LayerWriter implements TarHandler {
       this.#removeExisting(host);
       f = Deno.openSync(host, { write: true, createNew: true, mode });
     }
+    // chmod now, by path: the path is ours until the next entry.
+    if ((mode & ~this.#umask) !== mode) Deno.chmodSync(host, mode);
     this.#file = f;
-    this.#filePath = host;
-    this.#fileMode = mode;
+    this.#chain = e.size >= ASYNC_MIN ? Promise.resolve() : undefined;
     this.#fileMtime = e.mtime;
     this.#filePos = 0;
     this.#fileSize = e.size;

@@ -36,14 +36,18 @@ async function sha256File(path: string): Promise<string> {
 }
 
 /** Build (once) the archive; returns its path and the layer files. */
-async function buildArchive(dir: string): Promise<{ archive: string; layers: string[]; bytes: number }> {
+async function buildArchive(
+  dir: string,
+): Promise<{ archive: string; layers: string[]; bytes: number }> {
   const archive = `${dir}/bench-docker.tar`;
   const layers = LAYERS.map(([n]) => `${dir}/layers/${n}.tar.gz`);
   const sizeOf = async () => {
     let bytes = 0;
     for (const [, paths] of LAYERS) {
-      bytes += Number((await run(["du", "-sbL", "--", ...paths.map((p) => `/${p}`)]))
-        .trim().split("\n").reduce((n, l) => n + Number(l.split("\t")[0]), 0));
+      bytes += Number(
+        (await run(["du", "-sbL", "--", ...paths.map((p) => `/${p}`)]))
+          .trim().split("\n").reduce((n, l) => n + Number(l.split("\t")[0]), 0),
+      );
     }
     return bytes;
   };
@@ -124,14 +128,25 @@ export async function benchUnpack(): Promise<void> {
     for (const l of layers) await run(["tar", "-xzf", l, "-C", out]);
     tarBest = Math.min(tarBest, (performance.now() - t0) / 1000);
     clean();
-    const r = await timed(["deno", "run", "-A", `${REPO}/cli/main.ts`, "unpack", "-q", archive, out]);
+    const r = await timed([
+      "deno",
+      "run",
+      "-A",
+      `${REPO}/cli/main.ts`,
+      "unpack",
+      "-q",
+      archive,
+      out,
+    ]);
     denBest = Math.min(denBest, r.seconds);
     rss = Math.max(rss, r.rssKiB);
   }
   clean();
   const mb = bytes / 1e6;
   info(`bench: ${LAYERS.length} gzip layers, ${mb.toFixed(0)} MB of content`);
-  info(`bench: GNU tar -xzf per layer: ${tarBest.toFixed(2)} s (${(mb / tarBest).toFixed(0)} MB/s)`);
+  info(
+    `bench: GNU tar -xzf per layer: ${tarBest.toFixed(2)} s (${(mb / tarBest).toFixed(0)} MB/s)`,
+  );
   info(`bench: den unpack:            ${denBest.toFixed(2)} s (${(mb / denBest).toFixed(0)} MB/s)`);
   info(`bench: speed ratio den/tar: ${(tarBest / denBest).toFixed(2)}x (bar: 1.25x)`);
   info(`bench: den peak RSS: ${(rss / 1024).toFixed(0)} MiB (bar: < 256 MiB)`);
