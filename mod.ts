@@ -23,7 +23,13 @@ export {
 } from "./plan.ts";
 export { applyEnvOps, type EnvOp } from "./env.ts";
 export { runPlan } from "./ffi/spawn.ts";
-export { unpackImage, type UnpackOptions, type UnpackResult } from "./image/unpack_image.ts";
+export {
+  unpackImage,
+  type UnpackOptions,
+  type UnpackProgress,
+  type UnpackResult,
+  type UnpackStats,
+} from "./image/unpack_image.ts";
 export { type ImageMetadata, readImageMetadata } from "./image/metadata.ts";
 export { resolveImage, storageDir } from "./image/store.ts";
-export { parseImageRef } from "./image/ref.ts";
+export { type ImageRef, parseImageRef } from "./image/ref.ts";
