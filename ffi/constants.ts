@@ -42,6 +42,7 @@ export const SIGNALS: Record<string, number> = {
   SIGUSR2: 12,
   SIGPIPE: 13,
   SIGTERM: 15,
+  SIGSTOP: 19,
   SIGCONT: 18,
   SIGTSTP: 20,
   SIGTTOU: 22,

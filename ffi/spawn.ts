@@ -24,6 +24,7 @@ import {
   SIGCHLD,
   SIGNALS,
   sysPivotRoot,
+  WUNTRACED,
 } from "./constants.ts";
 import { errnoError, strerror } from "./errno.ts";
 import { cString, errno, libc, symbolAddress } from "./libc.ts";
@@ -421,22 +422,34 @@ async function superviseChild(
       );
     }
     for (;;) {
-      const r = await lc.waitpid(pid, new Uint8Array(status.buffer), 0);
-      if (r === pid) break;
+      const r = await lc.waitpid(pid, new Uint8Array(status.buffer), foreground ? WUNTRACED : 0);
       if (r < 0 && errno() !== 4) throw errnoError("can't waitpid", errno());
+      if (r !== pid) continue;
+      if ((status[0]! & 0xff) !== 0x7f) break;
+      // Ctrl-Z stopped the command's process group: stop den too, so the
+      // shell sees the job stop; on `fg`, hand the terminal back and resume.
+      takeTerminal(lc.getpgrp());
+      lc.kill(Deno.pid, SIGNALS.SIGSTOP!);
+      if (lc.tcgetpgrp(0) === lc.getpgrp()) takeTerminal(pid); // `fg`, not `bg`
+      lc.kill(-pid, SIGNALS.SIGCONT!);
     }
     return statusToExit(status[0]!);
   } finally {
     for (const [sig, fn] of forward) Deno.removeSignalListener(sig, fn);
-    if (foreground) {
-      // den is now in the background of its terminal: tcsetpgrp() would stop
-      // it with SIGTTOU unless that is blocked.
-      const set = new Uint8Array(128);
-      set[2] = 1 << (SIGNALS.SIGTTOU! - 1 - 16);
-      const old = new Uint8Array(128);
-      lc.sigprocmask(SIG_BLOCK, set, old);
-      lc.tcsetpgrp(0, lc.getpgrp());
-      lc.sigprocmask(SIG_SETMASK, old, null);
-    }
+    if (foreground) takeTerminal(lc.getpgrp());
   }
+}
+
+/** Make pgrp the terminal's foreground process group. */
+function takeTerminal(pgrp: number): void {
+  const lc = libc();
+  // den may be in the background of its terminal now: tcsetpgrp() would
+  // stop it with SIGTTOU unless that is blocked (in this thread, which is
+  // the one the kernel checks).
+  const set = new Uint8Array(128);
+  set[2] = 1 << (SIGNALS.SIGTTOU! - 1 - 16);
+  const old = new Uint8Array(128);
+  lc.sigprocmask(SIG_BLOCK, set, old);
+  lc.tcsetpgrp(0, pgrp);
+  lc.sigprocmask(SIG_SETMASK, old, null);
 }
