@@ -87,11 +87,20 @@ t("the image is read-only unless -w", async () => {
 });
 
 t("host files outside binds are not visible", async () => {
-  const r = await den(["run", IMG, "--", "sh", "-c", `test -e ${ROOT}/deno.json || echo hidden`]);
+  // /tmp in the container is the host's $TMPDIR: point it at an empty
+  // directory, so that the checkout and the test's files (maybe under /tmp)
+  // are outside every bind.
+  const tmp = `${work!.path}/emptytmp`;
+  Deno.mkdirSync(tmp);
+  Deno.chmodSync(tmp, 0o777);
+  Deno.writeTextFileSync(`${work!.path}/secret`, "host secret\n");
+  const env = { TMPDIR: tmp };
+  const script = `test -e ${ROOT}/deno.json || test -e ${work!.path}/secret || echo hidden`;
+  const r = await den(["run", IMG, "--", "sh", "-c", script], { env });
   equal(r.stdout, "hidden\n");
-  const root = await den(["run", IMG, "--", "ls", "/root"]);
+  const root = await den(["run", IMG, "--", "ls", "/root"], { env });
   equal(root.code, 1);
-  const marker = await den(["run", IMG, "--", "cat", "/etc/image-marker"]);
+  const marker = await den(["run", IMG, "--", "cat", "/etc/image-marker"], { env });
   equal(marker.stdout, "busybox test image\n");
 });
 
