@@ -124,15 +124,16 @@ function writeIdMaps(pid: number, plan: Plan): void {
   write("gid_map", `${plan.gidMap.inside} ${plan.gidMap.outside} 1\n`);
 }
 
+function readProc(path: string): string | undefined {
+  try {
+    return Deno.readTextFileSync(path).trim();
+  } catch {
+    return undefined;
+  }
+}
+
 /** Why clone() with CLONE_NEWUSER fails, as one line of advice. */
-function usernsHint(): string {
-  const read = (p: string) => {
-    try {
-      return Deno.readTextFileSync(p).trim();
-    } catch {
-      return undefined;
-    }
-  };
+export function usernsHint(read: (path: string) => string | undefined = readProc): string {
   if (read("/proc/sys/user/max_user_namespaces") === "0") {
     return "unprivileged user namespaces are disabled: sysctl user.max_user_namespaces is 0";
   }
@@ -142,7 +143,7 @@ function usernsHint(): string {
   if (read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") === "1") {
     return "AppArmor restricts user namespaces: sysctl kernel.apparmor_restrict_unprivileged_userns is 1";
   }
-  return "user namespaces look unavailable (check user.max_user_namespaces)";
+  return "user namespaces look unavailable (check sysctl user.max_user_namespaces)";
 }
 
 /** Create the missing mount points a -w plan asks for. */

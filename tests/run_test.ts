@@ -448,3 +448,38 @@ Deno.test({
     equal(r.code, 5);
   },
 });
+
+/** Can this process change a sysctl (root, and /proc/sys not read-only)? */
+function canWrite(path: string): boolean {
+  try {
+    Deno.openSync(path, { write: true }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name: "disabled user namespaces: one line naming the sysctl, exit 31",
+  // Needs to flip the sysctl (root outside a sandbox); restored at once.
+  ignore: ignore || !canWrite("/proc/sys/user/max_user_namespaces"),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const knob = "/proc/sys/user/max_user_namespaces";
+    const saved = Deno.readTextFileSync(knob);
+    Deno.writeTextFileSync(knob, "0");
+    let r;
+    try {
+      r = await den(["run", IMG, "--", "true"]);
+    } finally {
+      Deno.writeTextFileSync(knob, saved);
+    }
+    equal(r.code, 31);
+    equal(
+      r.stderr,
+      "den: error: can't clone a user namespace: No space left on device (ENOSPC)\n" +
+        "den: hint: unprivileged user namespaces are disabled: sysctl user.max_user_namespaces is 0\n",
+    );
+  },
+});
