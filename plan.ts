@@ -161,16 +161,15 @@ function kindOf(
   return "other";
 }
 
-/** The container's /etc/passwd, as ch-run writes it. */
+/**
+ * The container's /etc/passwd, as ch-run 0.31 writes it: root, nobody, and
+ * always a line for the container user (even uid 0), named from the host's
+ * database ("charlie" when the host does not know the uid).
+ */
 export function passwdFile(uid: number, gid: number, facts: HostFacts): string {
-  let text = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n";
-  if (uid !== 0 && uid !== 65534) {
-    const pw = facts.passwdEntry(uid);
-    // ch-run's names for ids the host does not know.
-    const name = pw?.name ?? "charlie";
-    text += `${name}:x:${uid}:${gid}:${pw?.gecos ?? "Charliecloud User"}:/:/bin/sh\n`;
-  }
-  return text;
+  const pw = facts.passwdEntry(uid);
+  return "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n" +
+    `${pw?.name ?? "charlie"}:x:${uid}:${gid}:${pw ? pw.gecos : "Charlie"}:/:/bin/sh\n`;
 }
 
 /** The container's /etc/group, as ch-run writes it. */

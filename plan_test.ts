@@ -255,22 +255,27 @@ Deno.test("passwdFile() writes root, nobody and the user, as ch-run", () => {
   );
 });
 
-Deno.test("passwdFile() adds no line for uid 0 or 65534", () => {
-  const two = "root:x:0:0:root:/root:/bin/sh\n" +
-    "nobody:x:65534:65534:nobody:/:/bin/false\n";
-  strictEqual(passwdFile(0, 0, facts()), two);
-  strictEqual(passwdFile(65534, 65534, facts()), two);
+Deno.test("passwdFile() adds the user line even for uid 0, as ch-run 0.31", () => {
+  const f = facts({
+    passwdEntry: (uid) => uid === 0 ? { name: "root", gecos: "root" } : undefined,
+  });
+  strictEqual(
+    passwdFile(0, 1000, f),
+    "root:x:0:0:root:/root:/bin/sh\n" +
+      "nobody:x:65534:65534:nobody:/:/bin/false\n" +
+      "root:x:0:1000:root:/:/bin/sh\n",
+  );
 });
 
 Deno.test("passwdFile() names a uid the host does not know charlie, as ch-run", () => {
   const f = facts({ passwdEntry: () => undefined });
   strictEqual(
     passwdFile(1000, 1000, f).split("\n")[2],
-    "charlie:x:1000:1000:Charliecloud User:/:/bin/sh",
+    "charlie:x:1000:1000:Charlie:/:/bin/sh",
   );
   strictEqual(
     passwdFile(1234, 1000, facts()).split("\n")[2],
-    "charlie:x:1234:1000:Charliecloud User:/:/bin/sh",
+    "charlie:x:1234:1000:Charlie:/:/bin/sh",
   );
 });
 
@@ -444,8 +449,7 @@ Deno.test("planContainer() writes passwd and group for -u and -g", () => {
   deepStrictEqual(p.ops.filter((o) => o.kind === "bind-file"), [
     {
       kind: "bind-file",
-      content: "root:x:0:0:root:/root:/bin/sh\n" +
-        "nobody:x:65534:65534:nobody:/:/bin/false\n",
+      content: passwdFile(0, 0, facts()),
       target: "/img/etc/passwd",
     },
     {
