@@ -162,23 +162,21 @@ function kindOf(
 }
 
 /**
- * The container's /etc/passwd, as ch-run 0.31 writes it: root, nobody, and
- * always a line for the container user (even uid 0), named from the host's
- * database ("charlie" when the host does not know the uid).
+ * The container's /etc/passwd, as ch-run 0.31 writes it: root and nobody
+ * (unless the container user is one of them), then the container user, named
+ * from the host's database ("charlie" when the host does not know the uid).
  */
 export function passwdFile(uid: number, gid: number, facts: HostFacts): string {
   const pw = facts.passwdEntry(uid);
-  return "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n" +
+  return (uid === 0 ? "" : "root:x:0:0:root:/root:/bin/sh\n") +
+    (uid === 65534 ? "" : "nobody:x:65534:65534:nobody:/:/bin/false\n") +
     `${pw?.name ?? "charlie"}:x:${uid}:${gid}:${pw ? pw.gecos : "Charlie"}:/:/bin/sh\n`;
 }
 
-/** The container's /etc/group, as ch-run writes it. */
+/** The container's /etc/group, as ch-run 0.31 writes it (same rule). */
 export function groupFile(gid: number, facts: HostFacts): string {
-  let text = "root:x:0:\nnogroup:x:65534:\n";
-  if (gid !== 0 && gid !== 65534) {
-    text += `${facts.groupName(gid) ?? "charliegroup"}:x:${gid}:\n`;
-  }
-  return text;
+  return (gid === 0 ? "" : "root:x:0:\n") + (gid === 65534 ? "" : "nogroup:x:65534:\n") +
+    `${facts.groupName(gid) ?? "charliegroup"}:x:${gid}:\n`;
 }
 
 /** Host environment adjusted as ch-run does, then image, user, CH_RUNNING. */

@@ -261,8 +261,7 @@ Deno.test("passwdFile() adds the user line even for uid 0, as ch-run 0.31", () =
   });
   strictEqual(
     passwdFile(0, 1000, f),
-    "root:x:0:0:root:/root:/bin/sh\n" +
-      "nobody:x:65534:65534:nobody:/:/bin/false\n" +
+    "nobody:x:65534:65534:nobody:/:/bin/false\n" +
       "root:x:0:1000:root:/:/bin/sh\n",
   );
 });
@@ -287,9 +286,12 @@ Deno.test("groupFile() writes root, nogroup and the group, as ch-run", () => {
   );
 });
 
-Deno.test("groupFile() adds no line for gid 0 or 65534", () => {
-  strictEqual(groupFile(0, facts()), "root:x:0:\nnogroup:x:65534:\n");
-  strictEqual(groupFile(65534, facts()), "root:x:0:\nnogroup:x:65534:\n");
+Deno.test("groupFile() writes gid 0 or 65534 once, in the group's place, as ch-run", () => {
+  const f = facts({
+    groupName: (gid) => ({ 0: "root", 65534: "nogroup" } as Record<number, string>)[gid],
+  });
+  strictEqual(groupFile(0, f), "nogroup:x:65534:\nroot:x:0:\n");
+  strictEqual(groupFile(65534, f), "root:x:0:\nnogroup:x:65534:\n");
 });
 
 // planContainer(): mounts
@@ -454,7 +456,7 @@ Deno.test("planContainer() writes passwd and group for -u and -g", () => {
     },
     {
       kind: "bind-file",
-      content: "root:x:0:\nnogroup:x:65534:\n",
+      content: groupFile(0, facts()),
       target: "/img/etc/group",
     },
   ]);

@@ -360,22 +360,33 @@ Deno.test({
 });
 
 Deno.test({
-  name: "den and ch-run 0.31 write the same /etc/passwd, /etc/group and PATH",
+  name: "den and ch-run 0.31 write the same /etc/passwd, /etc/group, ids, PATH and cwd",
   ignore: ignore || !which("ch-run"),
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const script = "cat /etc/passwd /etc/group; echo $PATH; pwd";
-    const d = await den(["run", IMG, "--", "sh", "-c", script], { env: { PATH: "/usr/bin" } });
-    const [cmd, ...args] = asTestUser(["ch-run", IMG, "--", "sh", "-c", script]);
-    const c = await new Deno.Command(cmd!, {
-      args,
-      env: { PATH: "/usr/bin", USER: userName },
-      clearEnv: true,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    equal(d.stdout, new TextDecoder().decode(c.stdout));
+    const script = "cat /etc/passwd /etc/group; id; echo $PATH; pwd; echo ${TMPDIR-unset}";
+    for (
+      const ids of [[], ["-u", "0"], ["-u", "0", "-g", "0"], ["-u", "65534", "-g", "0"], [
+        "-u",
+        "4242",
+        "-g",
+        "4242",
+      ]]
+    ) {
+      const env = { PATH: "/usr/bin", TMPDIR: "/tmp" };
+      const d = await den(["run", ...ids, IMG, "--", "sh", "-c", script], { env });
+      const [cmd, ...args] = asTestUser(["ch-run", ...ids, IMG, "--", "sh", "-c", script]);
+      const c = await new Deno.Command(cmd!, {
+        args,
+        env: { ...env, USER: userName },
+        clearEnv: true,
+        cwd: "/",
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      equal(d.stdout, new TextDecoder().decode(c.stdout), `ids ${ids.join(" ")}`);
+    }
   },
 });
 
