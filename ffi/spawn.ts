@@ -46,7 +46,7 @@ export interface RunHooks {
 }
 
 /** A libc call in the child whose failure ends the run with this error. */
-interface Step {
+export interface Step {
   op: string;
   path?: string;
   optional?: boolean;
@@ -166,64 +166,111 @@ function createMountPoints(plan: Plan): void {
   }
 }
 
-/** Add the child's calls for one mount op; returns the steps it reports. */
-function addOp(
-  chain: CallChain,
-  op: MountOp,
-  temps: string[],
-  tmpdir: string,
-): Step[] {
+/** What the child's calls need from den's side, decided before clone(). */
+export interface ChainInputs {
+  /** Read end of the pipe den writes to: id maps done, then the gate byte. */
+  syncRead: number;
+  /** Address of libc's `environ` variable. */
+  environ: bigint;
+  /** Host file that holds the content of a bind-file op. */
+  fileSource(op: MountOp & { kind: "bind-file" }): string;
+  /** Flags of the mount holding path that a remount must keep. */
+  lockedFlags(path: string): number;
+  pivotRootNr: number;
+}
+
+/** The chain's interface, so tests can record the calls (chain.ts does them). */
+export type ChainSink = Pick<
+  CallChain,
+  "str" | "buffer" | "strv" | "words" | "call" | "reported" | "reportErrno"
+>;
+
+/** Add the child's calls for one mount op; returns the step it reports. */
+function addOp(chain: ChainSink, op: MountOp, io: ChainInputs): Step {
   const none = 0n;
+  const mount = (src: bigint, target: string, fstype: bigint, flags: number, data: bigint) =>
+    chain.reported("mount", src, chain.str(target), fstype, flags, data);
   switch (op.kind) {
     case "bind":
-      chain.reported(
-        "mount",
-        chain.str(op.source),
-        chain.str(op.target),
-        none,
-        MS_BIND | (op.recursive ? MS_REC : 0),
-        none,
-      );
-      return [{ op: `can't bind ${op.source} to ${op.target}` }];
-    case "bind-file": {
-      const source = tempFile(
-        op.target.slice(op.target.lastIndexOf("/") + 1),
-        op.content,
-        tmpdir,
-      );
-      temps.push(source);
-      chain.reported(
-        "mount",
-        chain.str(source),
-        chain.str(op.target),
-        none,
-        MS_BIND,
-        none,
-      );
-      return [{ op: `can't bind a generated file to ${op.target}` }];
-    }
+      mount(chain.str(op.source), op.target, none, MS_BIND | (op.recursive ? MS_REC : 0), none);
+      return { op: `can't bind ${op.source} to ${op.target}` };
+    case "bind-file":
+      mount(chain.str(io.fileSource(op)), op.target, none, MS_BIND, none);
+      return { op: `can't bind a generated file to ${op.target}` };
     case "tmpfs":
-      chain.reported(
-        "mount",
-        chain.str("tmpfs"),
-        chain.str(op.target),
-        chain.str("tmpfs"),
-        0,
-        chain.str("mode=1777"),
-      );
-      return [{ op: `can't mount tmpfs at ${op.target}` }];
+      mount(chain.str("tmpfs"), op.target, chain.str("tmpfs"), 0, chain.str("mode=1777"));
+      return { op: `can't mount tmpfs at ${op.target}` };
     case "mkdir":
       chain.reported("mkdir", chain.str(op.target), 0o755);
-      return [{ op: "can't mkdir", path: op.target }];
+      return { op: "can't mkdir", path: op.target };
     case "remount-ro": {
-      const flags = MS_REMOUNT | MS_BIND | MS_RDONLY |
-        (mountFlags(op.target) & LOCKED_FLAGS);
-      chain.reported("mount", none, chain.str(op.target), none, flags, none);
-      return [{ op: `can't re-mount image read-only`, path: op.target }];
+      // In a user namespace the kernel refuses a remount that would drop a
+      // flag the source mount has (nosuid, nodev, noexec, ...): keep them.
+      const flags = MS_REMOUNT | MS_BIND | MS_RDONLY | (io.lockedFlags(op.target) & LOCKED_FLAGS);
+      mount(none, op.target, none, flags, none);
+      return { op: `can't re-mount image read-only`, path: op.target };
     }
     default:
       return op satisfies never;
   }
+}
+
+/**
+ * Every call the child makes, in order: reset signals, wait for the id
+ * maps, mount, pivot_root, chdir, no_new_privs, wait at the gate, execvp.
+ * Returns the reported steps (one errno each, in order) and the gate byte.
+ */
+export function addChildCalls(
+  chain: ChainSink,
+  plan: Plan,
+  io: ChainInputs,
+): { steps: Step[]; gateByte: number } {
+  const none = 0n;
+  const steps: Step[] = [];
+  const step = (s: Step) => steps.push(s);
+  // Deno ignores SIGPIPE and handles others; the command wants defaults.
+  for (const sig of ["SIGPIPE", ...FORWARDED_SIGNALS]) {
+    chain.call("signal", SIGNALS[sig]!, SIG_DFL);
+  }
+  chain.call("sigprocmask", SIG_SETMASK, chain.buffer(128).address, none);
+  // If den dies, so does the container (PDEATHSIG follows the thread that
+  // called clone, Deno's main thread, which lives as long as den).
+  chain.call("prctl", PR_SET_PDEATHSIG, SIGNALS.SIGKILL!, 0, 0, 0);
+  chain.call("read", io.syncRead, chain.buffer(8).address, 1);
+  chain.reported("mount", none, chain.str("/"), none, MS_REC | MS_PRIVATE, none);
+  step({ op: "can't make / private" });
+  const rootfs = chain.str(plan.rootfs);
+  chain.reported("mount", rootfs, rootfs, none, MS_BIND | MS_REC, none);
+  step({ op: `can't bind ${plan.rootfs} to itself` });
+  for (const op of plan.ops) step(addOp(chain, op, io));
+  chain.reported("chdir", rootfs);
+  step({ op: "can't chdir", path: plan.rootfs });
+  const dot = chain.str(".");
+  chain.reported("syscall", io.pivotRootNr, dot, dot);
+  step({ op: "can't pivot_root(2)", path: plan.rootfs });
+  chain.reported("umount2", dot, MNT_DETACH);
+  step({ op: "can't detach the old root" });
+  chain.reported("chdir", chain.str("/"));
+  step({ op: "can't chdir", path: "/" });
+  chain.reported("chdir", chain.str(plan.cwd));
+  step({ op: `can't cd to ${plan.cwd}`, optional: plan.cwdOptional });
+  chain.reported("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+  step({ op: "can't set no_new_privs" });
+  // execvp() searches the PATH of `environ`, so the child points environ
+  // at the container's environment first.
+  chain.call("memcpy", io.environ, chain.words([chain.strv(plan.env)]), 8);
+  // The gate: the first byte of the command is what den writes once all
+  // steps succeeded; if den died, the path stays empty and exec fails.
+  const file = cString(plan.argv[0]!);
+  const gateByte = file[0]!;
+  file[0] = 0;
+  const fileBuf = chain.buffer(file.length);
+  fileBuf.bytes.set(file);
+  chain.call("read", io.syncRead, fileBuf.address, 1);
+  chain.call("execvp", fileBuf.address, chain.strv(plan.argv));
+  chain.reportErrno();
+  chain.call("_exit", EXIT_CMD);
+  return { steps, gateByte };
 }
 
 /**
@@ -250,78 +297,29 @@ export async function runPlan(
 
   const chain = new CallChain();
   chain.reportFd = reportWrite;
-  const steps: Step[] = [];
-  const none = 0n;
-  const scratch = chain.buffer(8);
+  // The child shares den's memory (CLONE_VM) and repoints `environ`; den
+  // puts its own back once the child has exec'd or died.
+  const environ = symbolAddress("environ");
+  const hostEnviron = new Deno.UnsafePointerView(environ).getBigUint64(0);
+  const restoreEnviron = () =>
+    new Deno.UnsafePointerView(environ).getBigUint64(0) !== hostEnviron &&
+    libc().memcpy(environ, new BigUint64Array([hostEnviron]), 8n);
   try {
-    // Deno ignores SIGPIPE and handles others; the command wants defaults.
-    for (const sig of ["SIGPIPE", ...FORWARDED_SIGNALS]) {
-      chain.call("signal", SIGNALS[sig]!, SIG_DFL);
-    }
-    chain.call("sigprocmask", SIG_SETMASK, chain.buffer(128).address, none);
-    // If den dies, so does the container (PDEATHSIG follows the thread that
-    // called clone, Deno's main thread, which lives as long as den).
-    chain.call("prctl", PR_SET_PDEATHSIG, SIGNALS.SIGKILL!, 0, 0, 0);
-    chain.call("read", syncRead, scratch.address, 1);
-    chain.reported(
-      "mount",
-      none,
-      chain.str("/"),
-      none,
-      MS_REC | MS_PRIVATE,
-      none,
-    );
-    steps.push({ op: "can't make / private" });
-    chain.reported(
-      "mount",
-      chain.str(plan.rootfs),
-      chain.str(plan.rootfs),
-      none,
-      MS_BIND | MS_REC,
-      none,
-    );
-    steps.push({ op: `can't bind ${plan.rootfs} to itself` });
-    for (const op of plan.ops) {
-      steps.push(...addOp(chain, op, temps, plan.tmpdir));
-    }
-    chain.reported("chdir", chain.str(plan.rootfs));
-    steps.push({ op: "can't chdir", path: plan.rootfs });
-    chain.reported("syscall", sysPivotRoot(), chain.str("."), chain.str("."));
-    steps.push({ op: "can't pivot_root(2)", path: plan.rootfs });
-    chain.reported("umount2", chain.str("."), MNT_DETACH);
-    steps.push({ op: "can't detach the old root" });
-    chain.reported("chdir", chain.str("/"));
-    steps.push({ op: "can't chdir", path: "/" });
-    chain.reported("chdir", chain.str(plan.cwd));
-    steps.push({ op: `can't cd to ${plan.cwd}`, optional: plan.cwdOptional });
-    chain.reported("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-    steps.push({ op: "can't set no_new_privs" });
-    // execvp() searches the PATH of `environ`, so the child points environ
-    // at the container's environment first. The child shares den's memory
-    // (CLONE_VM), so den puts its own environ back once the child is gone.
-    const environ = symbolAddress("environ");
-    const hostEnviron = new Deno.UnsafePointerView(environ).getBigUint64(0);
-    const restoreEnviron = () =>
-      new Deno.UnsafePointerView(environ).getBigUint64(0) !== hostEnviron &&
-      libc().memcpy(environ, new BigUint64Array([hostEnviron]), 8n);
-    chain.call(
-      "memcpy",
-      BigInt(Deno.UnsafePointer.value(environ)),
-      chain.words([chain.strv(plan.env)]),
-      8,
-    );
-    // The gate: the first byte of the command is what the parent writes
-    // once all steps succeeded; if the parent died, the path stays empty.
-    const file = cString(plan.argv[0]!);
-    const gateByte = file[0]!;
-    file[0] = 0;
-    const fileBuf = chain.buffer(file.length);
-    fileBuf.bytes.set(file);
-    chain.call("read", syncRead, fileBuf.address, 1);
-    chain.call("execvp", fileBuf.address, chain.strv(plan.argv));
-    chain.reportErrno();
-    chain.call("_exit", EXIT_CMD);
-
+    const { steps, gateByte } = addChildCalls(chain, plan, {
+      syncRead,
+      environ: BigInt(Deno.UnsafePointer.value(environ)),
+      fileSource(op) {
+        const path = tempFile(
+          op.target.slice(op.target.lastIndexOf("/") + 1),
+          op.content,
+          plan.tmpdir,
+        );
+        temps.push(path);
+        return path;
+      },
+      lockedFlags: mountFlags,
+      pivotRootNr: sysPivotRoot(),
+    });
     // CLONE_VM: copying den's page tables for a fork-style child costs
     // 6 ms; the child only runs libc calls on buffers of the chain, which
     // stays alive until the child has exec'd or exited.

@@ -1,5 +1,15 @@
-import { equal } from "node:assert/strict";
-import { usernsHint } from "./spawn.ts";
+import { deepStrictEqual, equal, ok } from "node:assert/strict";
+import { addChildCalls, type ChainInputs, type ChainSink, usernsHint } from "./spawn.ts";
+import type { Plan } from "../plan.ts";
+import {
+  MS_BIND,
+  MS_NODEV,
+  MS_NOEXEC,
+  MS_NOSUID,
+  MS_RDONLY,
+  MS_REC,
+  MS_REMOUNT,
+} from "./constants.ts";
 
 const procWith = (files: Record<string, string>) => (path: string) => files[path];
 
@@ -32,4 +42,111 @@ Deno.test("usernsHint() falls back to the sysctl to check", () => {
     usernsHint(procWith({})),
     "user namespaces look unavailable (check sysctl user.max_user_namespaces)",
   );
+});
+
+/** Records the child's calls with string arguments spelled out. */
+class Recorder implements ChainSink {
+  calls: string[] = [];
+  #names = new Map<bigint, string>();
+  #next = 0x10000n;
+  #alloc(label: string, size = 0x100n): bigint {
+    const a = this.#next;
+    this.#next += size;
+    this.#names.set(a, label);
+    return a;
+  }
+  #render(args: (bigint | number)[]): string {
+    return args.map((a) => this.#names.get(BigInt(a)) ?? String(a)).join(", ");
+  }
+  str(s: string): bigint {
+    return this.#alloc(JSON.stringify(s));
+  }
+  buffer(n: number): { bytes: Uint8Array<ArrayBuffer>; address: bigint } {
+    const bytes = new Uint8Array(n);
+    const address = this.#alloc(`buf${n}`, BigInt(n) + 16n);
+    return { bytes, address };
+  }
+  strv(items: string[]): bigint {
+    return this.#alloc(JSON.stringify(items));
+  }
+  words(values: bigint[]): bigint {
+    return this.#alloc(`&${this.#render(values)}`);
+  }
+  call(name: string, ...args: (bigint | number)[]): void {
+    this.calls.push(`${name}(${this.#render(args)})`);
+  }
+  reported(name: string, ...args: (bigint | number)[]): void {
+    this.calls.push(`${name}(${this.#render(args)}) -> report`);
+  }
+  reportErrno(): void {
+    this.calls.push("report errno");
+  }
+}
+
+const PLAN: Plan = {
+  rootfs: "/img",
+  create: [],
+  ops: [
+    { kind: "bind", source: "/dev", target: "/img/dev", recursive: true },
+    { kind: "bind-file", content: "root:x:0:0::/:/bin/sh\n", target: "/img/etc/passwd" },
+    { kind: "tmpfs", target: "/img/tmp" },
+    { kind: "remount-ro", target: "/img" },
+  ],
+  uidMap: { inside: 1000, outside: 1000 },
+  gidMap: { inside: 1000, outside: 1000 },
+  cwd: "/work",
+  cwdOptional: false,
+  argv: ["/bin/echo", "hi"],
+  env: ["PATH=/bin"],
+  tmpdir: "/tmp",
+  warnings: [],
+};
+
+const IO: ChainInputs = {
+  syncRead: 7,
+  environ: 0xe000n,
+  fileSource: () => "/tmp/den-passwd.x",
+  // A nosuid,nodev,noexec source mount with other bits that are not locked.
+  lockedFlags: () => MS_NOSUID | MS_NODEV | MS_NOEXEC | 0x40,
+  pivotRootNr: 155,
+};
+
+Deno.test("addChildCalls() mounts, pivots and execs in order, each step reported", () => {
+  const r = new Recorder();
+  const { steps } = addChildCalls(r, PLAN, IO);
+  const reported = r.calls.filter((c) => c.endsWith("-> report"));
+  const ro = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
+  deepStrictEqual(reported, [
+    `mount(0, "/", 0, ${MS_REC | (1 << 18)}, 0) -> report`,
+    `mount("/img", "/img", 0, ${MS_BIND | MS_REC}, 0) -> report`,
+    `mount("/dev", "/img/dev", 0, ${MS_BIND | MS_REC}, 0) -> report`,
+    `mount("/tmp/den-passwd.x", "/img/etc/passwd", 0, ${MS_BIND}, 0) -> report`,
+    `mount("tmpfs", "/img/tmp", "tmpfs", 0, "mode=1777") -> report`,
+    `mount(0, "/img", 0, ${ro}, 0) -> report`,
+    `chdir("/img") -> report`,
+    `syscall(155, ".", ".") -> report`,
+    `umount2(".", 2) -> report`,
+    `chdir("/") -> report`,
+    `chdir("/work") -> report`,
+    `prctl(38, 1, 0, 0, 0) -> report`,
+  ]);
+  equal(steps.length, reported.length);
+  equal(steps[5]!.op, "can't re-mount image read-only");
+});
+
+Deno.test("addChildCalls() waits for the id maps first and at the gate before execvp", () => {
+  const r = new Recorder();
+  const { gateByte } = addChildCalls(r, PLAN, IO);
+  const firstMount = r.calls.findIndex((c) => c.startsWith("mount("));
+  const mapsRead = r.calls.findIndex((c) => c.startsWith("read(7,"));
+  ok(mapsRead >= 0 && mapsRead < firstMount, "reads the sync pipe before mounting");
+  ok(r.calls.indexOf("prctl(1, 9, 0, 0, 0)") < mapsRead, "PDEATHSIG before waiting");
+  deepStrictEqual(r.calls.slice(-5), [
+    `memcpy(57344, &${'["PATH=/bin"]'}, 8)`,
+    `read(7, buf10, 1)`,
+    `execvp(buf10, ["/bin/echo","hi"])`,
+    "report errno",
+    "_exit(49)",
+  ]);
+  equal(gateByte, "/".charCodeAt(0));
 });
