@@ -251,31 +251,34 @@ t("nothing is left behind: no mounts, no temporary files", async () => {
   deepStrictEqual(mountsContaining(IMG), []);
 });
 
-t("SIGTERM to den reaches the command", async () => {
-  const [cmd, ...args] = denArgv([
-    "run",
-    IMG,
-    "--",
-    "sh",
-    "-c",
-    'trap "echo got TERM; exit 3" TERM; echo ready; while :; do sleep 0.1; done',
-  ]);
-  const child = new Deno.Command(cmd!, { args, stdout: "piped", stderr: "piped" }).spawn();
-  const reader = child.stdout.getReader();
-  const first = new TextDecoder().decode((await reader.read()).value);
-  equal(first, "ready\n");
-  child.kill("SIGTERM");
-  let rest = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    rest += new TextDecoder().decode(value);
-  }
-  const status = await child.status;
-  await child.stderr.cancel();
-  equal(rest, "got TERM\n");
-  equal(status.code, 3);
-});
+for (const sig of ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"] as const) {
+  t(`${sig} to den reaches the command`, async () => {
+    const name = sig.slice(3);
+    const [cmd, ...args] = denArgv([
+      "run",
+      IMG,
+      "--",
+      "sh",
+      "-c",
+      `trap "echo got ${name}; exit 3" ${name}; echo ready; while :; do sleep 0.1; done`,
+    ]);
+    const child = new Deno.Command(cmd!, { args, stdout: "piped", stderr: "piped" }).spawn();
+    const reader = child.stdout.getReader();
+    const first = new TextDecoder().decode((await reader.read()).value);
+    equal(first, "ready\n");
+    child.kill(sig);
+    let rest = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      rest += new TextDecoder().decode(value);
+    }
+    const status = await child.status;
+    await child.stderr.cancel();
+    equal(rest, `got ${name}\n`);
+    equal(status.code, 3);
+  });
+}
 
 t("killing den kills the container's process", async () => {
   const dir = `${work!.path}/pid`;
@@ -313,6 +316,18 @@ t("killing den kills the container's process", async () => {
     }
   }
   ok(!alive, `container process ${pid} outlived den`);
+});
+
+t("a named image in storage runs by name", async () => {
+  const storage = `${work!.path}/storage`;
+  Deno.mkdirSync(`${storage}/img`, { recursive: true });
+  Deno.chmodSync(storage, 0o777);
+  Deno.chmodSync(`${storage}/img`, 0o777);
+  buildBusyboxImage(`${storage}/img/bb`);
+  const r = await den(["run", "-s", storage, "bb", "--", "cat", "/etc/image-marker"]);
+  equal(r.stdout, "busybox test image\n");
+  const e = await den(["run", "bb", "--", "true"], { env: { DEN_STORAGE: storage } });
+  equal(e.code, 0);
 });
 
 t("--dry-run prints the plan without running", async () => {
@@ -356,6 +371,30 @@ Deno.test({
     const err = new TextDecoder().decode(r.stderr);
     deepStrictEqual(out, ["rank 0 of 4", "rank 1 of 4", "rank 2 of 4", "rank 3 of 4"], err);
     equal(r.code, 0);
+    // A failing rank's status comes back through den and mpirun.
+    const fail = [
+      "mpirun",
+      "--oversubscribe",
+      "-np",
+      "2",
+      ...denPlainArgv([
+        "run",
+        IMG,
+        "--",
+        "sh",
+        "-c",
+        "exit $((OMPI_COMM_WORLD_RANK + 3))",
+      ]),
+    ];
+    const [fcmd, ...fargs] = asTestUser(fail);
+    const f = await new Deno.Command(fcmd!, {
+      args: fargs,
+      env: testUserEnv(),
+      clearEnv: true,
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    ok(f.code === 3 || f.code === 4, `mpirun exit status ${f.code}`);
   },
 });
 
