@@ -3,7 +3,7 @@
 import { DenError, describeError, EXIT_FAILURE, EXIT_USAGE, usageError } from "../error.ts";
 import { error, out } from "./output.ts";
 
-export const VERSION = "0.1.0";
+import { VERSION } from "./version.ts";
 
 const USAGE = `Usage: den COMMAND [OPTION...] [ARG...]
 
@@ -29,12 +29,7 @@ async function main(args: string[]): Promise<number> {
   switch (verb) {
     case "run": {
       const { runCommand } = await import("./run.ts");
-      const code = await runCommand(rest);
-      if (code === -1) {
-        out(VERSION);
-        return 0;
-      }
-      return code;
+      return await runCommand(rest);
     }
     case "unpack":
     case "inspect":

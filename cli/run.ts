@@ -11,6 +11,7 @@ import {
   type RunOptions,
 } from "../plan.ts";
 import { out, output, verbose, warn } from "./output.ts";
+import { VERSION } from "./version.ts";
 import { resolveImage } from "../image/store.ts";
 import { readImageMetadata } from "../image/metadata.ts";
 
@@ -135,6 +136,10 @@ export function parseRunArgs(args: string[]): RunRequest {
       return { source, target };
     },
   );
+  // Each -u/-g is checked, as argp does; the last one wins.
+  for (const o of parsed.options) {
+    if (o.name === "uid" || o.name === "gid") parseId(o.name, o.value ?? "");
+  }
   const uid = lastValue(parsed, "uid");
   const gid = lastValue(parsed, "gid");
   return {
@@ -242,7 +247,8 @@ export async function runCommand(args: string[]): Promise<number> {
       out(RUN_USAGE);
       return 0;
     case "version":
-      return -1; // main prints the version
+      out(VERSION);
+      return 0;
     case "feature": {
       if (req.name === "list") {
         for (const [name, on] of Object.entries(FEATURES)) if (on) out(name);
