@@ -4,7 +4,14 @@
 //
 //   deno task demo            (needs Debian's busybox-static)
 
-import { buildBusyboxImage, denArgv, tempDir, testUserEnv } from "../tests/_helpers.ts";
+import {
+  asTestUser,
+  buildBusyboxImage,
+  denPlainArgv,
+  MAIN,
+  tempDir,
+  testUserEnv,
+} from "../tests/_helpers.ts";
 
 function print(s: string) {
   Deno.stdout.writeSync(new TextEncoder().encode(s + "\n"));
@@ -25,6 +32,15 @@ async function step(title: string, argv: string[]): Promise<void> {
     Deno.exit(1);
   }
 }
+
+// As root, the demo runs den as an unprivileged user, as on a cluster, if
+// that user can read this checkout (a clone under /root it cannot).
+const unprivileged = Deno.uid() === 0 &&
+  new Deno.Command(asTestUser(["test", "-r", MAIN])[0]!, {
+    args: asTestUser(["test", "-r", MAIN]).slice(1),
+  }).outputSync().success;
+const denArgv = (args: string[]) =>
+  unprivileged ? asTestUser(denPlainArgv(args)) : denPlainArgv(args);
 
 await using work = tempDir("den-demo-");
 const rootfs = buildBusyboxImage(`${work.path}/rootfs`);
