@@ -29,7 +29,7 @@ export interface DecodeResult {
 export type Compression = "none" | "gzip" | "zstd";
 
 const IN_CHUNK = 1 << 20;
-/** Size of the chunks handed to the consumer. */
+/** Largest chunk handed to the consumer. */
 export const OUT_CHUNK = 1 << 20;
 
 /** Compression from the first bytes; throws a message for unsupported ones. */
@@ -112,12 +112,14 @@ function inflate(
   hashOut: ReturnType<typeof createHash> | undefined,
   cancelled: () => boolean,
 ): Promise<void> {
+  // Output chunks of 1 MiB: with node:zlib's default of 16 KiB (or 256 KiB)
+  // per-chunk overhead costs more than the inflating. Each chunk is a view of
+  // a buffer zlib never writes again (it allocates a new one when one is
+  // full), so consumers may keep them.
   const dec = compression === "gzip"
-    ? zlib.createGunzip({ chunkSize: 256 << 10 })
-    : zlib.createZstdDecompress({ chunkSize: 256 << 10 });
+    ? zlib.createGunzip({ chunkSize: OUT_CHUNK })
+    : zlib.createZstdDecompress({ chunkSize: OUT_CHUNK });
   return new Promise<void>((resolve, reject) => {
-    let out = new Uint8Array(OUT_CHUNK);
-    let fill = 0;
     let failed = false;
     let waiting = 0; // emits in flight
     let ended = false;
@@ -127,14 +129,12 @@ function inflate(
       dec.destroy();
       reject(e instanceof Error ? e : new Error(String(e)));
     };
-    const flush = () => {
-      if (fill === 0) return;
-      const chunk = fill === out.length ? out : out.subarray(0, fill);
-      out = new Uint8Array(OUT_CHUNK);
-      fill = 0;
+    dec.on("data", (c: Uint8Array) => {
+      if (failed) return;
+      hashOut?.update(c);
       let p: void | Promise<void>;
       try {
-        p = emit(chunk);
+        p = emit(c);
       } catch (e) {
         fail(e);
         return;
@@ -150,22 +150,9 @@ function inflate(
           }
         }, fail);
       }
-    };
-    dec.on("data", (c: Uint8Array) => {
-      if (failed) return;
-      hashOut?.update(c);
-      let pos = 0;
-      while (pos < c.length) {
-        const n = Math.min(c.length - pos, out.length - fill);
-        out.set(c.subarray(pos, pos + n), fill);
-        fill += n;
-        pos += n;
-        if (fill === out.length) flush();
-      }
     });
     dec.on("end", () => {
       if (failed) return;
-      flush();
       ended = true;
       if (waiting === 0) resolve();
     });

@@ -1,14 +1,28 @@
 // Decoded blob streams backed by worker threads: decompression and hashing
 // run off the main thread, ahead of the consumer by at most a window of
-// chunks (memory stays bounded whatever the blob size).
+// chunks (memory stays bounded whatever the blob size). A worker hands its
+// output over in a ring of shared memory (_ring.ts): a chunk is valid until
+// the consumer asks for the next one.
 import { DenError } from "../error.ts";
 import { decodeBlob, type DecodeJob, type DecodeResult } from "./_decode.ts";
+import {
+  CANCEL,
+  CTRL_INTS,
+  DONE,
+  LEN0,
+  READ,
+  RING_SLOTS,
+  SEQ,
+  SLOT_SIZE,
+  WRITTEN,
+} from "./_ring.ts";
 
 /** Chunks (of about 1 MiB) a decoder may run ahead of its consumer. */
 const WINDOW = 8;
 
 /** One blob being decoded: iterate chunks(), then await result. */
 export interface BlobStream {
+  /** Each chunk may be overwritten once the next one is asked for. */
   chunks(): AsyncIterable<Uint8Array>;
   /** Settles after the last chunk: digests and what was read. */
   result(): Promise<DecodeResult>;
@@ -70,11 +84,17 @@ export class BlobDecoder {
       w?.();
     };
     let worker: Worker | undefined;
+    let ctrl: Int32Array | undefined;
+    let ring: Uint8Array | undefined;
     let local: Promise<void> | undefined;
     let localWake: (() => void) | undefined;
     if (this.#useWorkers && this.#workers.length) {
       worker = this.#workers[this.#next++ % this.#workers.length]!;
-      worker.postMessage({ type: "job", id, job, window: WINDOW });
+      const ringBuf = new SharedArrayBuffer(RING_SLOTS * SLOT_SIZE);
+      const ctrlBuf = new SharedArrayBuffer(CTRL_INTS * 4);
+      ring = new Uint8Array(ringBuf);
+      ctrl = new Int32Array(ctrlBuf);
+      worker.postMessage({ type: "job", id, job, ring: ringBuf, ctrl: ctrlBuf });
     } else {
       // In-process: same flow control, without the parallelism.
       local = decodeBlob(job, (chunk) => {
@@ -97,11 +117,29 @@ export class BlobDecoder {
     const jobs = this.#jobs;
     return {
       async *chunks() {
+        if (ctrl && ring) {
+          let read = 0;
+          while (true) {
+            const seq = Atomics.load(ctrl, SEQ);
+            if (read < Atomics.load(ctrl, WRITTEN)) {
+              const base = (read % RING_SLOTS) * SLOT_SIZE;
+              const len = Atomics.load(ctrl, LEN0 + (read % RING_SLOTS));
+              yield ring.subarray(base, base + len);
+              Atomics.store(ctrl, READ, ++read);
+              Atomics.notify(ctrl, READ);
+              continue;
+            }
+            if (p.error) throw toDenError(p.error);
+            if (Atomics.load(ctrl, DONE)) break;
+            // The timeout only guards against a worker that died.
+            const w = Atomics.waitAsync(ctrl, SEQ, seq, 1000);
+            if (w.async) await w.value;
+          }
+        }
         while (true) {
           const c = p.queue.shift();
           if (c) {
-            if (worker) worker.postMessage({ type: "credit", id, n: 1 });
-            else if (localWake && p.queue.length < WINDOW) {
+            if (localWake && p.queue.length < WINDOW) {
               const w = localWake;
               localWake = undefined;
               w();
@@ -125,7 +163,10 @@ export class BlobDecoder {
       },
       cancel() {
         p.cancelled = true;
-        worker?.postMessage({ type: "cancel", id });
+        if (ctrl) {
+          Atomics.store(ctrl, CANCEL, 1);
+          Atomics.notify(ctrl, READ);
+        }
         const w = localWake;
         localWake = undefined;
         w?.();
@@ -137,8 +178,7 @@ export class BlobDecoder {
   #message(_w: Worker, m: { type: string; id: number } & Record<string, unknown>) {
     const p = this.#jobs.get(m.id);
     if (!p) return;
-    if (m.type === "data") p.queue.push(m.chunk as Uint8Array);
-    else if (m.type === "end") p.done = m.result as DecodeResult;
+    if (m.type === "end") p.done = m.result as DecodeResult;
     else if (m.type === "error") p.error = new Error(m.message as string);
     const w = p.wake;
     p.wake = undefined;

@@ -276,7 +276,9 @@ export class TarParser {
         throw this.#error("multi-volume archives are not supported");
     }
     if (h.type === "S" && h.sparseExtended) {
-      this.#pending = h;
+      // The header's names are views of the block, which the next feed()
+      // (or the next block, when it is #hdr) overwrites: keep copies.
+      this.#pending = { ...h, name: h.name.slice(), linkname: h.linkname.slice() };
       this.#state = State.SparseExt;
       return;
     }

@@ -191,6 +191,8 @@ export class LayerWriter implements TarHandler {
     const seek = offset !== this.#filePos;
     this.#filePos = offset + chunk.length;
     const len = chunk.length;
+    // The chunk is a view of the decoder's ring, reused once we return.
+    chunk = chunk.slice();
     this.#pendingBytes += len;
     this.#chain = this.#chain.then(async () => {
       if (seek) await f.seek(offset, Deno.SeekMode.Start);
