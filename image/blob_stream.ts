@@ -130,6 +130,7 @@ export class BlobDecoder {
               continue;
             }
             if (p.error) throw toDenError(p.error);
+            if (p.cancelled) return;
             if (Atomics.load(ctrl, DONE)) break;
             // The timeout only guards against a worker that died.
             const w = Atomics.waitAsync(ctrl, SEQ, seq, 1000);
@@ -148,12 +149,14 @@ export class BlobDecoder {
             continue;
           }
           if (p.error) throw toDenError(p.error);
-          if (p.done) return;
+          if (p.done || p.cancelled) return;
           await new Promise<void>((r) => p.wake = r);
         }
       },
       async result() {
         while (!p.done && !p.error) {
+          // cancel() forgets the job: its end message will never come.
+          if (p.cancelled) throw new DenError("", "cancelled");
           await new Promise<void>((r) => p.wake = r);
         }
         await local;
@@ -165,11 +168,13 @@ export class BlobDecoder {
         p.cancelled = true;
         if (ctrl) {
           Atomics.store(ctrl, CANCEL, 1);
-          Atomics.notify(ctrl, READ);
+          Atomics.notify(ctrl, READ); // a worker waiting for a free slot
+          Atomics.notify(ctrl, SEQ); // a consumer waiting for a chunk
         }
         const w = localWake;
         localWake = undefined;
         w?.();
+        wake(); // a chunks() or result() waiting for data sees the cancel
         jobs.delete(id);
       },
     };
