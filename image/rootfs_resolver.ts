@@ -1,9 +1,11 @@
 // Path resolution inside a rootfs being unpacked, done by hand so that the OS
 // never follows a symlink in a parent component: each component is lstat'ed
-// and symlinks are resolved as if the rootfs were "/" (chroot semantics, as
-// umoci's securejoin and docker's chrootarchive do). The result is a "real"
-// path relative to the rootfs whose every component is a real directory, so
-// handing `root + "/" + real` to the OS is safe.
+// and relative symlinks that stay inside the rootfs (lib -> usr/lib) are
+// followed. A parent symlink that points to an absolute path or climbs above
+// the rootfs is refused: a real layer never writes through one (builders
+// record real paths), so an entry that does is hostile. The result is a
+// "real" path relative to the rootfs whose every component is a real
+// directory, so handing `root + "/" + real` to the OS is safe.
 import { DenError } from "../error.ts";
 import { quote } from "./entry_path.ts";
 
@@ -71,8 +73,17 @@ export class RootfsResolver {
     create: boolean,
     budget: { links: number },
     what: string,
+    via?: string,
   ): string | undefined {
-    if (name === "..") return real.slice(0, Math.max(0, real.lastIndexOf("/")));
+    if (name === "..") {
+      if (real === "" && via !== undefined) {
+        throw new DenError(
+          "",
+          `refusing entry through symlink outside rootfs: ${quote(what)} (${via})`,
+        );
+      }
+      return real.slice(0, Math.max(0, real.lastIndexOf("/")));
+    }
     if (name === "." || name === "") return real;
     const p = real === "" ? name : `${real}/${name}`;
     let st: Deno.FileInfo;
@@ -91,9 +102,16 @@ export class RootfsResolver {
         throw new DenError("", `too many levels of symbolic links: ${quote(what)}`);
       }
       const target = Deno.readLinkSync(this.host(p));
-      let cur = target.startsWith("/") ? "" : real;
+      const link = `${quote(p)} -> ${quote(target)}`;
+      if (target.startsWith("/")) {
+        throw new DenError(
+          "",
+          `refusing entry through symlink outside rootfs: ${quote(what)} (${link})`,
+        );
+      }
+      let cur = real;
       for (const c of target.split("/")) {
-        const next = this.#step(cur, c, create, budget, what);
+        const next = this.#step(cur, c, create, budget, what, link);
         if (next === undefined) return undefined;
         cur = next;
       }

@@ -124,7 +124,6 @@ const hostile: {
   name: string;
   layers: (o: string) => TarItem[][];
   error?: string;
-  check?: string;
 }[] = [
   {
     name: "../ path",
@@ -141,6 +140,7 @@ const hostile: {
       name: `evil${o}/sentinel`,
       data: "pwned",
     }]],
+    error: "refusing entry through symlink outside rootfs",
   },
   {
     name: "write through symlink to ..",
@@ -148,6 +148,7 @@ const hostile: {
       name: "up/outside/sentinel",
       data: "pwned",
     }]],
+    error: "refusing entry through symlink outside rootfs",
   },
   {
     name: "write through absolute symlink to outside dir",
@@ -155,7 +156,7 @@ const hostile: {
       name: "abs/pwn",
       data: "pwned",
     }]],
-    check: "abs",
+    error: "refusing entry through symlink outside rootfs",
   },
   {
     name: "file replacing a symlink to an outside file",
@@ -176,7 +177,7 @@ const hostile: {
       type: "hardlink",
       linkname: "evil/sentinel",
     }]],
-    error: 'hard link target not found: "h" -> "evil/sentinel"',
+    error: "refusing entry through symlink outside rootfs",
   },
   {
     name: "symlink named .",
@@ -198,12 +199,14 @@ const hostile: {
     layers: (o) => [[{ name: "evil", type: "symlink", linkname: o }], [{
       name: "evil/.wh.sentinel",
     }]],
+    error: "refusing entry through symlink outside rootfs",
   },
   {
     name: "opaque whiteout through a symlink",
     layers: (o) => [[{ name: "evil", type: "symlink", linkname: o }], [{
       name: "evil/.wh..wh..opq",
     }]],
+    error: "refusing entry through symlink outside rootfs",
   },
   {
     name: "symlink loop",
