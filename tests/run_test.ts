@@ -344,56 +344,32 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const mpi = [
-      "mpirun",
-      "--oversubscribe",
-      "-np",
-      "4",
-      ...denPlainArgv([
-        "run",
-        IMG,
-        "--",
-        "sh",
-        "-c",
-        'echo "rank $OMPI_COMM_WORLD_RANK of $OMPI_COMM_WORLD_SIZE"',
-      ]),
-    ];
     // mpirun runs as the test user too.
-    const [cmd, ...args] = asTestUser(mpi);
-    const r = await new Deno.Command(cmd!, {
-      args,
-      env: testUserEnv(),
-      clearEnv: true,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const out = new TextDecoder().decode(r.stdout).trim().split("\n").sort();
-    const err = new TextDecoder().decode(r.stderr);
-    deepStrictEqual(out, ["rank 0 of 4", "rank 1 of 4", "rank 2 of 4", "rank 3 of 4"], err);
+    const mpirun = async (np: number, script: string) => {
+      const argv = [
+        "mpirun",
+        "--oversubscribe",
+        "-np",
+        String(np),
+        ...denPlainArgv(["run", IMG, "--", "sh", "-c", script]),
+      ];
+      const [cmd, ...args] = asTestUser(argv);
+      const r = await new Deno.Command(cmd!, {
+        args,
+        env: testUserEnv(),
+        clearEnv: true,
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const dec = new TextDecoder();
+      return { code: r.code, out: dec.decode(r.stdout), err: dec.decode(r.stderr) };
+    };
+    const r = await mpirun(4, 'echo "rank $OMPI_COMM_WORLD_RANK of $OMPI_COMM_WORLD_SIZE"');
+    const out = r.out.trim().split("\n").sort();
+    deepStrictEqual(out, ["rank 0 of 4", "rank 1 of 4", "rank 2 of 4", "rank 3 of 4"], r.err);
     equal(r.code, 0);
     // A failing rank's status comes back through den and mpirun.
-    const fail = [
-      "mpirun",
-      "--oversubscribe",
-      "-np",
-      "2",
-      ...denPlainArgv([
-        "run",
-        IMG,
-        "--",
-        "sh",
-        "-c",
-        "exit $((OMPI_COMM_WORLD_RANK + 3))",
-      ]),
-    ];
-    const [fcmd, ...fargs] = asTestUser(fail);
-    const f = await new Deno.Command(fcmd!, {
-      args: fargs,
-      env: testUserEnv(),
-      clearEnv: true,
-      stdout: "null",
-      stderr: "null",
-    }).output();
+    const f = await mpirun(2, "exit $((OMPI_COMM_WORLD_RANK + 3))");
     ok(f.code === 3 || f.code === 4, `mpirun exit status ${f.code}`);
   },
 });
