@@ -92,12 +92,31 @@ export interface Plan {
 export const CH_RUNNING = "Weird Al Yankovic";
 
 /** Mount points every image needs, in mount order. */
+/**
+ * ch-run's default binds, in mount order. Optional ones are bound only when
+ * the host and the image both have them, as the same kind of file: the
+ * network and machine identity files, and what Cray systems need for their
+ * interconnect, workload manager and huge pages.
+ */
 const DEFAULT_BINDS: { path: string; recursive: boolean; optional: boolean }[] = [
   { path: "/dev", recursive: true, optional: false },
   { path: "/proc", recursive: true, optional: false },
   { path: "/sys", recursive: true, optional: false },
-  { path: "/etc/hosts", recursive: false, optional: true },
-  { path: "/etc/resolv.conf", recursive: false, optional: true },
+  ...[
+    "/etc/hosts",
+    "/etc/machine-id",
+    "/etc/resolv.conf",
+    "/var/lib/hugetlbfs",
+    "/var/opt/cray/alps/spool",
+    "/var/opt/cray/hugetlbfs",
+    "/etc/opt/cray/wlm_detect",
+    "/opt/cray/wlm_detect",
+    "/opt/cray/alps",
+    "/opt/cray/udreg",
+    "/opt/cray/ugni",
+    "/opt/cray/xpmem",
+    "/var/run/munge",
+  ].map((path) => ({ path, recursive: true, optional: true })),
 ];
 
 /** Join a container path (absolute or not) under rootfs. */
@@ -255,10 +274,9 @@ export function planContainer(
   for (const d of DEFAULT_BINDS) {
     if (d.optional) {
       const target = resolveInRoot(rootfs, d.path, fs);
-      if (kindOf(fs, d.path) !== "file" || kindOf(fs, target) !== "file") {
-        continue;
-      }
-      ops.push({ kind: "bind", source: d.path, target, recursive: false });
+      const host = kindOf(fs, d.path);
+      if (host === undefined || host === "other" || kindOf(fs, target) !== host) continue;
+      ops.push({ kind: "bind", source: d.path, target, recursive: host === "dir" });
     } else {
       ops.push({
         kind: "bind",

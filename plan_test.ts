@@ -1,4 +1,4 @@
-import { deepStrictEqual, strictEqual, throws } from "node:assert/strict";
+import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
 import {
   CH_RUNNING,
   groupFile,
@@ -795,4 +795,25 @@ Deno.test("planContainer() does not mutate its options", () => {
   const before = structuredClone(o);
   planContainer(o, facts(), "/img", { cmd: ["sh"] });
   deepStrictEqual(o, before);
+});
+
+Deno.test("planContainer() binds /etc/machine-id and Cray dirs only when host and image both have them", () => {
+  const binds = (fs: Record<string, Node>) =>
+    planContainer(opts(), facts({}, fs), "/img").ops
+      .filter((o) => o.kind === "bind")
+      .map((o) => o.kind === "bind" ? `${o.source} ${o.target} ${o.recursive}` : "");
+  const both = binds({
+    "/etc/machine-id": "file",
+    "/img/etc/machine-id": "file",
+    "/opt/cray/udreg": "dir",
+    "/img/opt/cray/udreg": "dir",
+    "/var/run/munge": "dir", // not in the image: skipped
+    "/img/opt/cray/xpmem": "dir", // not on the host: skipped
+  });
+  ok(both.includes("/etc/machine-id /img/etc/machine-id false"));
+  ok(both.includes("/opt/cray/udreg /img/opt/cray/udreg true"));
+  ok(!both.some((b) => b.startsWith("/var/run/munge") || b.startsWith("/opt/cray/xpmem")));
+  // A file on one side and a directory on the other is not bound either.
+  const mixed = binds({ "/etc/machine-id": "dir", "/img/etc/machine-id": "file" });
+  ok(!mixed.some((b) => b.startsWith("/etc/machine-id")));
 });
