@@ -217,7 +217,7 @@ t("an image without /proc is refused, naming it", async () => {
   const img2 = buildBusyboxImage(`${work!.path}/noproc`);
   Deno.removeSync(`${img2}/proc`);
   const r = await den(["run", img2, "--", "true"]);
-  equal(r.code, 31);
+  equal(r.code, 31, r.stderr);
   match(
     r.stderr,
     new RegExp(
@@ -225,7 +225,7 @@ t("an image without /proc is refused, naming it", async () => {
     ),
   );
   const w = await den(["run", "-w", img2, "--", "true"]);
-  equal(w.code, 0);
+  equal(w.code, 0, w.stderr);
   ok(Deno.statSync(`${img2}/proc`).isDirectory);
 });
 
