@@ -311,7 +311,9 @@ export function planContainer(
         hint: "$TMPDIR names no directory",
       });
     }
-    ops.push({ kind: "bind", source: hostTmp, target: tmp, recursive: false });
+    // Recursive: in a user namespace a plain bind of a directory with
+    // mounts below it (locked ones) fails with EINVAL.
+    ops.push({ kind: "bind", source: hostTmp, target: tmp, recursive: true });
   }
 
   if (opts.home) {

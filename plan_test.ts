@@ -160,7 +160,7 @@ const DEFAULT_OPS: MountOp[] = [
   },
   { kind: "bind-file", content: PASSWD_DEN, target: "/img/etc/passwd" },
   { kind: "bind-file", content: GROUP_DEN, target: "/img/etc/group" },
-  { kind: "bind", source: "/tmp", target: "/img/tmp", recursive: false },
+  { kind: "bind", source: "/tmp", target: "/img/tmp", recursive: true },
 ];
 
 // resolveInRoot()
@@ -427,7 +427,7 @@ Deno.test("planContainer() mounts at the target of an image symlink", () => {
     kind: "bind",
     source: "/tmp",
     target: "/img/var/tmp",
-    recursive: false,
+    recursive: true,
   });
 });
 
@@ -471,7 +471,7 @@ Deno.test("planContainer() binds host $TMPDIR at /tmp", () => {
     kind: "bind",
     source: "/scratch/tmp",
     target: "/img/tmp",
-    recursive: false,
+    recursive: true,
   });
   strictEqual(p.tmpdir, "/scratch/tmp");
 });

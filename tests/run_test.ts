@@ -509,3 +509,41 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name: "an image on a nosuid,nodev mount under $TMPDIR runs read-only, keeping the locked flags",
+  ignore: ignore || !canMount(),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const mnt = `${work!.path}/nosuid`;
+    Deno.mkdirSync(mnt);
+    const sh = (cmd: string, ...args: string[]) => new Deno.Command(cmd, { args }).outputSync();
+    ok(sh("mount", "-t", "tmpfs", "-o", "nosuid,nodev,size=20m,mode=0755", "tmpfs", mnt).success);
+    try {
+      const img = buildBusyboxImage(`${mnt}/img`);
+      // The image's mount sits below the host /tmp that den binds at /tmp.
+      const r = await den(["run", img, "--", "sh", "-c", 'mount | grep " / "; touch /x'], {
+        env: { TMPDIR: work!.path },
+      });
+      match(r.stdout, /^tmpfs on \/ type tmpfs \(ro,nosuid,nodev/);
+      match(r.stderr, /Read-only file system/);
+      equal(r.code, 1);
+    } finally {
+      sh("umount", "-l", mnt);
+    }
+  },
+});
+
+/** Can this process mount a tmpfs (root outside a sandbox that forbids it)? */
+function canMount(): boolean {
+  if (Deno.uid() !== 0 || !which("mount")) return false;
+  const dir = Deno.makeTempDirSync({ prefix: "den-mount-probe-" });
+  try {
+    const run = (cmd: string, args: string[]) =>
+      new Deno.Command(cmd, { args }).outputSync().success;
+    return run("mount", ["-t", "tmpfs", "tmpfs", dir]) && run("umount", [dir]);
+  } finally {
+    Deno.removeSync(dir);
+  }
+}
