@@ -29,7 +29,7 @@ export interface DecodeResult {
 export type Compression = "none" | "gzip" | "zstd";
 
 const IN_CHUNK = 1 << 20;
-/** Largest chunk handed to the consumer. */
+/** Buffer size of emitSink(). */
 export const OUT_CHUNK = 1 << 20;
 
 /** Compression from the first bytes; throws a message for unsupported ones. */
@@ -49,13 +49,25 @@ export function sniffCompression(head: Uint8Array): Compression {
 }
 
 /**
- * Decode a job, calling emit() with chunks of the decompressed stream; when
- * emit() returns a promise, reading pauses until it settles (flow control).
- * Errors are plain Errors with a message meant for the user.
+ * Where decodeBlob() writes: space() lends a buffer (a view of the consumer's
+ * ring, say) and commit(n) says its first n bytes now hold output. space()
+ * may return a promise while the consumer is a full window behind.
+ */
+export interface DecodeSink {
+  space(): Uint8Array | Promise<Uint8Array>;
+  commit(bytes: number): void;
+}
+
+/**
+ * Decode a job into `sink`. Every byte goes through the sink's buffers, so
+ * nothing is allocated per chunk: V8 frees external buffers only when it
+ * gets round to collecting them, and a zlib stream's fresh 1 MiB buffer per
+ * chunk made peak memory grow with the layer. Errors are plain Errors with a
+ * message meant for the user.
  */
 export async function decodeBlob(
   job: DecodeJob,
-  emit: (chunk: Uint8Array) => void | Promise<void>,
+  sink: DecodeSink,
   cancelled: () => boolean = () => false,
 ): Promise<DecodeResult> {
   const file = Deno.openSync(job.path, { read: true });
@@ -65,33 +77,58 @@ export async function decodeBlob(
     const hashOut = job.hashUncompressed ? createHash("sha256") : undefined;
     let left = job.size;
     let read = 0;
-    const readChunk = (): Uint8Array | undefined => {
-      if (left <= 0) return undefined;
-      const buf = new Uint8Array(Math.min(IN_CHUNK, left));
+    /** Read up to buf.length bytes (fewer only at the end); 0 at the end. */
+    const readInto = (buf: Uint8Array): number => {
+      if (cancelled()) throw new Error("cancelled");
+      const want = Math.min(buf.length, left);
       let got = 0;
-      while (got < buf.length) {
-        const n = file.readSync(buf.subarray(got));
+      while (got < want) {
+        const n = file.readSync(buf.subarray(got, want));
         if (n === null || n === 0) break;
         got += n;
       }
-      if (got === 0) return undefined;
       left -= got;
       read += got;
-      const chunk = got === buf.length ? buf : buf.subarray(0, got);
-      hashRaw?.update(chunk);
-      return chunk;
+      if (got < want) left = 0; // the file is shorter than the job says
+      hashRaw?.update(buf.subarray(0, got));
+      return got;
     };
-    let first = readChunk();
-    const compression = first ? sniffCompression(first) : "none";
+    const input = new Uint8Array(Math.min(IN_CHUNK, Math.max(left, 4)));
+    let inLen = readInto(input);
+    const compression = inLen ? sniffCompression(input.subarray(0, inLen)) : "none";
+    const commit = (space: Uint8Array, n: number) => {
+      if (n === 0) return;
+      hashOut?.update(space.subarray(0, n));
+      sink.commit(n);
+    };
     if (compression === "none") {
-      while (first) {
-        if (cancelled()) throw new Error("cancelled");
-        hashOut?.update(first);
-        await emit(first);
-        first = readChunk();
+      // Undecoded: the first read goes out from `input`, the rest straight
+      // into the sink's buffers.
+      let pos = 0;
+      while (pos < inLen) {
+        const space = await sink.space();
+        const n = Math.min(space.length, inLen - pos);
+        space.set(input.subarray(pos, pos + n));
+        pos += n;
+        commit(space, n);
+      }
+      while (left > 0) {
+        const space = await sink.space();
+        const n = readInto(space);
+        if (n === 0) break;
+        commit(space, n);
       }
     } else {
-      await inflate(compression, first!, readChunk, emit, hashOut, cancelled);
+      const inflater = new Inflater(compression);
+      try {
+        while (inLen > 0) {
+          await inflater.write(input.subarray(0, inLen), sink, commit, cancelled);
+          inLen = readInto(input);
+        }
+        await inflater.finish(sink, commit);
+      } finally {
+        inflater.close();
+      }
     }
     return {
       digest: hashRaw ? `${job.algo}:${hashRaw.digest("hex")}` : undefined,
@@ -104,85 +141,116 @@ export async function decodeBlob(
   }
 }
 
-function inflate(
-  compression: "gzip" | "zstd",
-  first: Uint8Array,
-  readChunk: () => Uint8Array | undefined,
-  emit: (chunk: Uint8Array) => void | Promise<void>,
-  hashOut: ReturnType<typeof createHash> | undefined,
-  cancelled: () => boolean,
-): Promise<void> {
-  // Output chunks of 1 MiB: with node:zlib's default of 16 KiB (or 256 KiB)
-  // per-chunk overhead costs more than the inflating. Each chunk is a view of
-  // a buffer zlib never writes again (it allocates a new one when one is
-  // full), so consumers may keep them.
-  const dec = compression === "gzip"
-    ? zlib.createGunzip({ chunkSize: OUT_CHUNK })
-    : zlib.createZstdDecompress({ chunkSize: OUT_CHUNK });
-  return new Promise<void>((resolve, reject) => {
-    let failed = false;
-    let waiting = 0; // emits in flight
-    let ended = false;
-    const fail = (e: unknown) => {
-      if (failed) return;
-      failed = true;
-      dec.destroy();
-      reject(e instanceof Error ? e : new Error(String(e)));
-    };
-    dec.on("data", (c: Uint8Array) => {
-      if (failed) return;
-      hashOut?.update(c);
-      let p: void | Promise<void>;
-      try {
-        p = emit(c);
-      } catch (e) {
-        fail(e);
-        return;
-      }
-      if (p) {
-        waiting++;
-        dec.pause();
-        p.then(() => {
-          waiting--;
-          if (waiting === 0) {
-            if (ended) resolve();
-            else dec.resume();
-          }
-        }, fail);
-      }
-    });
-    dec.on("end", () => {
-      if (failed) return;
-      ended = true;
-      if (waiting === 0) resolve();
-    });
-    dec.on("error", (e: Error) => {
-      const msg = e.message.includes("unexpected end")
-        ? `${compression} data truncated (unexpected end of file)`
-        : `corrupt ${compression} data (${e.message})`;
-      fail(new Error(msg));
-    });
-    // Feed input, respecting the decompressor's back-pressure.
-    let chunk: Uint8Array | undefined = first;
-    const pump = () => {
-      while (!failed) {
-        if (cancelled()) return fail(new Error("cancelled"));
-        if (!chunk) {
-          dec.end();
-          return;
-        }
-        const ok = dec.write(chunk);
-        chunk = readChunk();
-        if (!ok) {
-          dec.once("drain", pump);
-          return;
-        }
-      }
-    };
-    try {
-      pump();
-    } catch (e) {
-      fail(e);
+/** A sink lending one reusable buffer and handing each filled part to
+ * emit() (a chunk valid only until emit() returns). */
+export function emitSink(emit: (chunk: Uint8Array) => void): DecodeSink {
+  const buf = new Uint8Array(OUT_CHUNK);
+  return { space: () => buf, commit: (n) => emit(buf.subarray(0, n)) };
+}
+
+/** The native handle behind a node:zlib stream, as node's lib/zlib.js uses it. */
+interface ZlibHandle {
+  writeSync(
+    flush: number,
+    input: Uint8Array,
+    inOff: number,
+    inLen: number,
+    out: Uint8Array,
+    outOff: number,
+    outLen: number,
+  ): void;
+  close(): void;
+  onerror?: (message: string, errno: number) => void;
+}
+
+/**
+ * Inflates gzip or zstd straight into a sink's buffers through the native
+ * handle of a node:zlib stream (what its own sync path, processChunkSync,
+ * does): the stream API would hand out a newly allocated buffer per chunk.
+ */
+class Inflater {
+  #compression: "gzip" | "zstd";
+  #handle: ZlibHandle;
+  /** [avail_out, avail_in] after each writeSync(). */
+  #state: Uint32Array;
+  #flush: number;
+  #finishFlush: number;
+  #error?: string;
+
+  constructor(compression: "gzip" | "zstd") {
+    this.#compression = compression;
+    // deno-lint-ignore no-explicit-any
+    const stream: any = compression === "gzip" ? zlib.createGunzip() : zlib.createZstdDecompress();
+    const handle = stream._handle as ZlibHandle | undefined;
+    const state = stream._writeState as Uint32Array | undefined;
+    if (typeof handle?.writeSync !== "function" || !(state instanceof Uint32Array)) {
+      throw new Error("internal error: node:zlib streams have no _handle.writeSync");
     }
-  });
+    this.#handle = handle;
+    this.#state = state;
+    this.#flush = stream._defaultFlushFlag;
+    this.#finishFlush = stream._finishFlushFlag;
+    handle.onerror = (message) => this.#error ??= message;
+  }
+
+  /** Inflate all of `input` (or drop what follows the end of the stream). */
+  async write(
+    input: Uint8Array,
+    sink: DecodeSink,
+    commit: (space: Uint8Array, n: number) => void,
+    cancelled: () => boolean,
+  ): Promise<void> {
+    let pos = 0;
+    while (true) {
+      if (cancelled()) throw new Error("cancelled");
+      const space = await sink.space();
+      const availIn = input.length - pos;
+      const [availOut, inLeft] = this.#write(this.#flush, input, pos, space);
+      const used = availIn - inLeft;
+      const made = space.length - availOut;
+      pos += used;
+      commit(space, made);
+      // Output space left over: zlib wants more input, or it stopped at the
+      // end of a gzip member or zstd frame (go on: the next may follow), or
+      // it will not take what follows the last member, as the node:zlib
+      // stream does with trailing zeros.
+      if (availOut > 0 && (inLeft === 0 || (used === 0 && made === 0))) return;
+    }
+  }
+
+  /** Flush the end of the stream; throws if it was truncated. */
+  async finish(
+    sink: DecodeSink,
+    commit: (space: Uint8Array, n: number) => void,
+  ): Promise<void> {
+    const none = new Uint8Array(0);
+    while (true) {
+      const space = await sink.space();
+      const [availOut] = this.#write(this.#finishFlush, none, 0, space);
+      commit(space, space.length - availOut);
+      if (availOut > 0) return;
+    }
+  }
+
+  close(): void {
+    this.#handle.close();
+  }
+
+  #write(flush: number, input: Uint8Array, pos: number, out: Uint8Array): [number, number] {
+    try {
+      this.#handle.writeSync(flush, input, pos, input.length - pos, out, 0, out.length);
+    } catch (e) {
+      // zstd reports errors by throwing, zlib through onerror.
+      this.#error ??= e instanceof Error ? e.message : String(e);
+    }
+    const msg = this.#error;
+    if (msg !== undefined) {
+      throw new Error(
+        msg.includes("unexpected end")
+          ? `${this.#compression} data truncated (unexpected end of file)`
+          : `corrupt ${this.#compression} data (${msg})`,
+      );
+    }
+    return [this.#state[0]!, this.#state[1]!];
+  }
 }

@@ -4,7 +4,7 @@
 // layer's bytes are, with the digests they must have.
 import { createHash } from "node:crypto";
 import { DenError } from "../error.ts";
-import { decodeBlob, sniffCompression } from "./_decode.ts";
+import { decodeBlob, emitSink, sniffCompression } from "./_decode.ts";
 import { quote } from "./entry_path.ts";
 import { sameImageRef } from "./ref.ts";
 import { BLOCK, isZeroBlock, parsePax, parseTarHeader } from "./tar_header.ts";
@@ -265,11 +265,14 @@ async function classifyStream(path: string, size: number): Promise<boolean> {
     end() {},
   });
   try {
-    await decodeBlob({ path, offset: 0, size }, (chunk) => {
-      if (stop || parser.ended) throw new StopScan();
-      parser.feed(chunk);
-      if (stop) throw new StopScan();
-    });
+    await decodeBlob(
+      { path, offset: 0, size },
+      emitSink((chunk) => {
+        if (stop || parser.ended) throw new StopScan();
+        parser.feed(chunk);
+        if (stop) throw new StopScan();
+      }),
+    );
     parser.finish();
   } catch (e) {
     if (!(e instanceof StopScan)) {
@@ -284,10 +287,13 @@ class StopScan extends Error {}
 async function decompressTo(path: string, size: number, to: string): Promise<void> {
   const out = Deno.openSync(to, { write: true, createNew: true, mode: 0o600 });
   try {
-    await decodeBlob({ path, offset: 0, size }, (chunk) => {
-      let off = 0;
-      while (off < chunk.length) off += out.writeSync(chunk.subarray(off));
-    });
+    await decodeBlob(
+      { path, offset: 0, size },
+      emitSink((chunk) => {
+        let off = 0;
+        while (off < chunk.length) off += out.writeSync(chunk.subarray(off));
+      }),
+    );
   } catch (e) {
     throw new DenError("open archive", (e as Error).message, { path });
   } finally {

@@ -4,10 +4,11 @@
 // output over in a ring of shared memory (_ring.ts): a chunk is valid until
 // the consumer asks for the next one.
 import { DenError } from "../error.ts";
-import { decodeBlob, type DecodeJob, type DecodeResult } from "./_decode.ts";
+import type { DecodeJob, DecodeResult } from "./_decode.ts";
 import {
   CANCEL,
   CTRL_INTS,
+  decodeIntoRing,
   DONE,
   LEN0,
   READ,
@@ -16,9 +17,6 @@ import {
   SLOT_SIZE,
   WRITTEN,
 } from "./_ring.ts";
-
-/** Chunks (of about 1 MiB) a decoder may run ahead of its consumer. */
-const WINDOW = 8;
 
 /** One blob being decoded: iterate chunks(), then await result. */
 export interface BlobStream {
@@ -30,7 +28,6 @@ export interface BlobStream {
 }
 
 interface Pending {
-  queue: Uint8Array[];
   done?: DecodeResult;
   error?: Error;
   wake?: () => void;
@@ -76,81 +73,71 @@ export class BlobDecoder {
 
   open(job: DecodeJob): BlobStream {
     const id = ++this.#ids;
-    const p: Pending = { queue: [], cancelled: false };
+    const p: Pending = { cancelled: false };
     this.#jobs.set(id, p);
     const wake = () => {
       const w = p.wake;
       p.wake = undefined;
       w?.();
     };
-    let worker: Worker | undefined;
-    let ctrl: Int32Array | undefined;
-    let ring: Uint8Array | undefined;
-    let local: Promise<void> | undefined;
-    let localWake: (() => void) | undefined;
-    if (this.#useWorkers && this.#workers.length) {
-      worker = this.#workers[this.#next++ % this.#workers.length]!;
-      const ringBuf = new SharedArrayBuffer(RING_SLOTS * SLOT_SIZE);
-      const ctrlBuf = new SharedArrayBuffer(CTRL_INTS * 4);
-      ring = new Uint8Array(ringBuf);
-      ctrl = new Int32Array(ctrlBuf);
+    const ringBuf = new SharedArrayBuffer(RING_SLOTS * SLOT_SIZE);
+    const ctrlBuf = new SharedArrayBuffer(CTRL_INTS * 4);
+    const ring = new Uint8Array(ringBuf);
+    const ctrl = new Int32Array(ctrlBuf);
+    let slotFreed: (() => void) | undefined;
+    const local = !(this.#useWorkers && this.#workers.length);
+    if (!local) {
+      const worker = this.#workers[this.#next++ % this.#workers.length]!;
       worker.postMessage({ type: "job", id, job, ring: ringBuf, ctrl: ctrlBuf });
     } else {
-      // In-process: same flow control, without the parallelism.
-      local = decodeBlob(job, (chunk) => {
-        p.queue.push(chunk);
+      // In-process: the same ring, without the parallelism.
+      const end = () => {
+        Atomics.store(ctrl, DONE, 1);
+        Atomics.add(ctrl, SEQ, 1);
+        Atomics.notify(ctrl, SEQ);
         wake();
-        if (p.queue.length >= WINDOW) {
-          return new Promise<void>((r) => localWake = r);
-        }
-      }, () => p.cancelled).then(
+      };
+      decodeIntoRing(job, ringBuf, ctrlBuf, {
+        slotFreed: () => new Promise<void>((r) => slotFreed = r),
+        published: wake,
+      }).then(
         (r) => {
           p.done = r;
-          wake();
+          end();
         },
         (e) => {
           p.error = e;
-          wake();
+          end();
         },
       );
     }
     const jobs = this.#jobs;
     return {
       async *chunks() {
-        if (ctrl && ring) {
-          let read = 0;
-          while (true) {
-            const seq = Atomics.load(ctrl, SEQ);
-            if (read < Atomics.load(ctrl, WRITTEN)) {
-              const base = (read % RING_SLOTS) * SLOT_SIZE;
-              const len = Atomics.load(ctrl, LEN0 + (read % RING_SLOTS));
-              yield ring.subarray(base, base + len);
-              Atomics.store(ctrl, READ, ++read);
-              Atomics.notify(ctrl, READ);
-              continue;
-            }
-            if (p.error) throw toDenError(p.error);
-            if (p.cancelled) return;
-            if (Atomics.load(ctrl, DONE)) break;
-            // The timeout only guards against a worker that died.
-            const w = Atomics.waitAsync(ctrl, SEQ, seq, 1000);
-            if (w.async) await w.value;
-          }
-        }
+        let read = 0;
         while (true) {
-          const c = p.queue.shift();
-          if (c) {
-            if (localWake && p.queue.length < WINDOW) {
-              const w = localWake;
-              localWake = undefined;
-              w();
-            }
-            yield c;
+          const seq = Atomics.load(ctrl, SEQ);
+          if (read < Atomics.load(ctrl, WRITTEN)) {
+            const base = (read % RING_SLOTS) * SLOT_SIZE;
+            const len = Atomics.load(ctrl, LEN0 + (read % RING_SLOTS));
+            yield ring.subarray(base, base + len);
+            Atomics.store(ctrl, READ, ++read);
+            Atomics.notify(ctrl, READ);
+            const freed = slotFreed;
+            slotFreed = undefined;
+            freed?.();
             continue;
           }
           if (p.error) throw toDenError(p.error);
-          if (p.done || p.cancelled) return;
-          await new Promise<void>((r) => p.wake = r);
+          if (p.cancelled) return;
+          if (Atomics.load(ctrl, DONE)) break;
+          if (local) {
+            await new Promise<void>((r) => p.wake = r);
+            continue;
+          }
+          // The timeout only guards against a worker that died.
+          const w = Atomics.waitAsync(ctrl, SEQ, seq, 1000);
+          if (w.async) await w.value;
         }
       },
       async result() {
@@ -159,22 +146,19 @@ export class BlobDecoder {
           if (p.cancelled) throw new DenError("", "cancelled");
           await new Promise<void>((r) => p.wake = r);
         }
-        await local;
         jobs.delete(id);
         if (p.error) throw toDenError(p.error);
         return p.done!;
       },
       cancel() {
         p.cancelled = true;
-        if (ctrl) {
-          Atomics.store(ctrl, CANCEL, 1);
-          Atomics.notify(ctrl, READ); // a worker waiting for a free slot
-          Atomics.notify(ctrl, SEQ); // a consumer waiting for a chunk
-        }
-        const w = localWake;
-        localWake = undefined;
-        w?.();
-        wake(); // a chunks() or result() waiting for data sees the cancel
+        Atomics.store(ctrl, CANCEL, 1);
+        Atomics.notify(ctrl, READ); // a decoder waiting for a free slot
+        Atomics.notify(ctrl, SEQ); // a consumer waiting for a chunk
+        const freed = slotFreed;
+        slotFreed = undefined;
+        freed?.(); // a local decoder waiting for a free slot
+        wake(); // a chunks() or result() waiting sees the cancel
         jobs.delete(id);
       },
     };
