@@ -184,6 +184,7 @@ export async function unpackImage(
         }
         parser.finish();
         await writer.flush();
+        writer.finishLayer();
         const r = await stream.result();
         if (r.read !== layer.size) {
           throw new DenError("", `layer blob truncated: read ${r.read} of ${layer.size} bytes`);

@@ -64,6 +64,8 @@ export class LayerWriter implements TarHandler {
   /** Real paths created by the current layer: an opaque whiteout or a
    * whiteout must not remove them (they only hide lower layers). */
   #created = new Set<string>();
+  /** Real path -> header mtime of the current layer's directory entries. */
+  #dirTimes = new Map<string, number>();
   #file?: Deno.FsFile;
   #fileMtime = 0;
   #filePos = 0;
@@ -85,6 +87,30 @@ export class LayerWriter implements TarHandler {
 
   startLayer(): void {
     this.#created = new Set();
+    this.#dirTimes = new Map();
+  }
+
+  /**
+   * Give the layer's directories their header mtimes, once nothing more is
+   * created in them (every create, remove and rename bumps a directory's
+   * mtime; setting a directory's times does not touch its parent, so any
+   * order does). A directory replaced later in the layer is skipped: each path
+   * is resolved again, so that no symlink is followed out of the rootfs.
+   */
+  finishLayer(): void {
+    const r = this.resolver;
+    for (const [real, mtime] of this.#dirTimes) {
+      const comps = real.split("/");
+      let now: string | undefined;
+      try {
+        now = r.dir(comps, comps.length, false);
+      } catch (e) {
+        if (e instanceof DenError) continue; // no longer a directory
+        throw e;
+      }
+      if (now === real) Deno.utimeSync(r.host(real), mtime, mtime);
+    }
+    this.#dirTimes.clear();
   }
 
   /** Bytes handed to asynchronous writes and not yet written. */
@@ -153,6 +179,7 @@ export class LayerWriter implements TarHandler {
       case "dir":
         this.#mkdir(host, e.mode);
         r.rememberDir(comps.join("/"), real);
+        this.#dirTimes.set(real, e.mtime);
         this.stats.dirs++;
         return false;
       case "file":

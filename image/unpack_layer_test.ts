@@ -21,6 +21,7 @@ function sandbox() {
         const p = new TarParser(w);
         p.feed(makeTar(items));
         p.finish();
+        w.finishLayer();
       }
       return w.stats;
     },
@@ -228,3 +229,32 @@ for (const h of hostile) {
     s.intact();
   });
 }
+
+Deno.test("LayerWriter.finishLayer() restores directory mtimes from the headers", () => {
+  using s = sandbox();
+  const outsideMtime = Deno.statSync(s.outside).mtime;
+  s.apply(
+    [
+      { name: "a/", type: "dir", mtime: 1000 },
+      { name: "a/b/", type: "dir", mtime: 2000 },
+      { name: "a/b/f", data: "f", mtime: 3000 },
+      { name: "a/b/g", data: "g", mtime: 3000 },
+      { name: "gone/", type: "dir", mtime: 5000 },
+      { name: "c/", type: "dir", mtime: 6000 },
+      { name: "c", type: "symlink", linkname: s.outside }, // replaces the dir
+    ],
+    [
+      { name: "a/b/.wh.f" }, // bumps a/b, which this layer does not list
+      { name: "a/", type: "dir", mtime: 4000 },
+      { name: "a/new", data: "n", mtime: 3000 },
+      { name: "gone", data: "now a file", mtime: 7000 },
+    ],
+  );
+  const mtime = (p: string) => Deno.lstatSync(`${s.rootfs}/${p}`).mtime!.getTime() / 1000;
+  assertEquals(mtime("a"), 4000);
+  assertEquals(mtime("a/b/g"), 3000);
+  assertEquals(mtime("gone"), 7000);
+  assertEquals(mtime("a/b") > 2000, true); // only the first layer listed it
+  assertEquals(Deno.statSync(s.outside).mtime, outsideMtime);
+  s.intact();
+});
