@@ -231,3 +231,16 @@ export async function den(
 export function mountsContaining(s: string): string[] {
   return Deno.readTextFileSync("/proc/self/mountinfo").split("\n").filter((l) => l.includes(s));
 }
+
+/** Can this process mount a tmpfs (root, outside a sandbox that forbids it)? */
+export function canMountTmpfs(): boolean {
+  if (Deno.uid() !== 0 || !which("mount")) return false;
+  const dir = Deno.makeTempDirSync({ prefix: "den-mount-probe-" });
+  try {
+    const ok = (cmd: string, args: string[]) =>
+      new Deno.Command(cmd, { args }).outputSync().success;
+    return ok("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir]) && ok("umount", [dir]);
+  } finally {
+    Deno.removeSync(dir);
+  }
+}

@@ -6,6 +6,7 @@ import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
 import {
   asTestUser,
   buildBusyboxImage,
+  canMountTmpfs,
   den,
   denArgv,
   denPlainArgv,
@@ -512,7 +513,7 @@ Deno.test({
 
 Deno.test({
   name: "an image on a nosuid,nodev mount under $TMPDIR runs read-only, keeping the locked flags",
-  ignore: ignore || !canMount(),
+  ignore: ignore || !canMountTmpfs(),
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -534,16 +535,3 @@ Deno.test({
     }
   },
 });
-
-/** Can this process mount a tmpfs (root outside a sandbox that forbids it)? */
-function canMount(): boolean {
-  if (Deno.uid() !== 0 || !which("mount")) return false;
-  const dir = Deno.makeTempDirSync({ prefix: "den-mount-probe-" });
-  try {
-    const run = (cmd: string, args: string[]) =>
-      new Deno.Command(cmd, { args }).outputSync().success;
-    return run("mount", ["-t", "tmpfs", "tmpfs", dir]) && run("umount", [dir]);
-  } finally {
-    Deno.removeSync(dir);
-  }
-}

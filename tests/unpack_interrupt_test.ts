@@ -3,7 +3,7 @@
 
 import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
 import { makeDockerArchive, makeTar, type TarItem } from "./_tar.ts";
-import { denPlainArgv, exists, which } from "./_helpers.ts";
+import { canMountTmpfs, denPlainArgv, exists } from "./_helpers.ts";
 
 /** A layer with many small files, so unpacking takes a while. */
 function bigLayer(files: number): Uint8Array {
@@ -41,19 +41,6 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) {
       Deno.removeSync(dir, { recursive: true });
     }
   });
-}
-
-/** Can we mount a tmpfs here (root, outside a sandbox that forbids it)? */
-function canMountTmpfs(): boolean {
-  if (Deno.uid() !== 0 || !which("mount")) return false;
-  const dir = Deno.makeTempDirSync({ prefix: "den-mount-probe-" });
-  try {
-    const run = (cmd: string, args: string[]) =>
-      new Deno.Command(cmd, { args }).outputSync().success;
-    return run("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir]) && run("umount", [dir]);
-  } finally {
-    Deno.removeSync(dir);
-  }
 }
 
 Deno.test({
