@@ -1,6 +1,6 @@
 // Entry point of den (and of `deno compile`): the one catch-all and the one exit.
 
-import { DenError, describeError, EXIT_FAILURE, EXIT_USAGE, usageError } from "../error.ts";
+import { DenError, describeError, EXIT_FAILURE, usageError } from "../error.ts";
 import { error, out } from "./output.ts";
 
 import { VERSION } from "./version.ts";
@@ -77,5 +77,3 @@ if (import.meta.main) {
   }
   Deno.exit(code);
 }
-
-export { EXIT_USAGE };

@@ -32,17 +32,11 @@ export class CallChain {
   readonly #calls: Call[] = [];
   readonly #errno = errnoAddress();
   readonly #fns = new Map<string, Deno.PointerObject>();
-  #reports = 0;
   #reportFd = -1;
 
   /** The fd each reported call writes its errno to (4 bytes, 0 = success). */
   set reportFd(fd: number) {
     this.#reportFd = fd;
-  }
-
-  /** Number of 4-byte reports the chain writes before its exec gate. */
-  get reports(): number {
-    return this.#reports;
   }
 
   /** Address of a NUL-terminated copy of s, alive as long as the chain. */
@@ -93,7 +87,6 @@ export class CallChain {
     this.call("memset", this.#errno, 0, 4);
     this.call(name, ...args);
     this.call("write", this.#reportFd, this.#errno, 4);
-    this.#reports++;
   }
 
   /** Write the child's errno to the report fd (after a call that failed). */

@@ -27,7 +27,6 @@ export const PR_SET_PDEATHSIG = 1;
 export const PR_SET_NO_NEW_PRIVS = 38;
 
 export const O_CLOEXEC = 0o2000000;
-export const MFD_CLOEXEC = 1;
 export const SIG_SETMASK = 2;
 export const SIG_BLOCK = 0;
 export const SIG_DFL = 0n;

@@ -40,8 +40,6 @@ export const FORWARDED_SIGNALS: Deno.Signal[] = [
 ];
 
 export interface RunHooks {
-  /** Called for each step with -v. */
-  verbose?: (msg: string) => void;
   warn?: (msg: string) => void;
 }
 
