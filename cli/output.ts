@@ -40,10 +40,11 @@ export function info(msg: string): void {
   if (output.verbosity >= 0) writeAll(Deno.stderr, `${output.prog}: ${msg}\n`);
 }
 
-/** Printed only with -v (level 1) or -vv (level 2). */
+/** Printed only with -v (level 1) or -vv (level 2), as "den[PID]: ..."
+ * (ch-run's form; tells the ranks of a job apart). */
 export function verbose(msg: string, level = 1): void {
   if (output.verbosity >= level) {
-    writeAll(Deno.stderr, `${output.prog}: ${msg}\n`);
+    writeAll(Deno.stderr, `${output.prog}[${Deno.pid}]: ${msg}\n`);
   }
 }
 

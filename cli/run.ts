@@ -11,6 +11,8 @@ import {
   type RunOptions,
 } from "../plan.ts";
 import { out, output, verbose, warn } from "./output.ts";
+import { decideJoin, type JoinDecision, type JoinOptions } from "../join.ts";
+import type { Plan } from "../plan.ts";
 import { VERSION } from "./version.ts";
 import { resolveImage } from "../image/store.ts";
 import { readImageMetadata } from "../image/metadata.ts";
@@ -39,8 +41,18 @@ as ch-run does: unprivileged user and mount namespaces, no setuid, no daemon.
   -w, --write            mount image read-write (and create missing mount
                          points)
       --dry-run          print the plan as JSON and exit
+      --join             share the container with peers on this node (same
+                         user and mount namespace; peers as ch-run counts)
+      --join-ct=N        number of peers in the group (implies --join)
+      --join-pid=PID     join the container of process PID (a den or a
+                         process inside the container)
+      --join-tag=TAG     label of the peer group (implies --join)
+      --no-join          don't join peers automatically under a launcher
   -h, --help             give this help list
   -V, --version          print version and exit
+
+Under mpirun, srun or another PMI launcher, ranks on one node share one
+container unless --no-join (MPI shared memory between them works fully).
 
 Exit status: the command's; 128+N if it died of signal N; 31 if den failed;
 49 if the command could not be started; 64 for usage errors.
@@ -64,7 +76,7 @@ export type RunRequest =
   | { kind: "help" }
   | { kind: "version" }
   | { kind: "feature"; name: string }
-  | { kind: "run"; options: RunOptions };
+  | { kind: "run"; options: RunOptions; join: JoinOptions };
 
 function parseId(name: string, text: string): number {
   if (!/^\d+$/.test(text)) {
@@ -92,6 +104,11 @@ const RUN_OPTIONS: Record<string, OptionSpec> = {
   verbose: { short: "v", takes: "flag" },
   write: { short: "w", takes: "flag" },
   "dry-run": { takes: "flag" },
+  join: { takes: "flag" },
+  "join-ct": { takes: "value" },
+  "join-pid": { takes: "value" },
+  "join-tag": { takes: "value" },
+  "no-join": { takes: "flag" },
   help: { short: "h", takes: "flag" },
   "?": { short: "?", takes: "flag" },
   version: { short: "V", takes: "flag" },
@@ -161,6 +178,13 @@ export function parseRunArgs(args: string[]): RunRequest {
       verbose: countFlag(parsed, "verbose"),
       storage: lastValue(parsed, "storage"),
       dryRun: has("dry-run"),
+    },
+    join: {
+      join: has("join"),
+      joinCount: lastValue(parsed, "join-ct"),
+      joinTag: lastValue(parsed, "join-tag"),
+      joinPid: lastValue(parsed, "join-pid"),
+      noJoin: has("no-join"),
     },
   };
 }
@@ -268,13 +292,15 @@ export async function runCommand(args: string[]): Promise<number> {
       req satisfies never;
   }
   const opts = req.options;
+  output.verbosity = Math.max(output.verbosity, opts.verbose);
+  const join = decideJoin(req.join, new Map(Object.entries(Deno.env.toObject())), Deno.ppid);
+  for (const note of join.notes) verbose(note);
   // Relative bind sources are relative to the host's working directory.
   const cwd = Deno.cwd();
   opts.binds = opts.binds.map((b) => ({
     source: b.source.startsWith("/") ? b.source : `${cwd}/${b.source}`.replace(/\/(\.\/)+/g, "/"),
     target: b.target ?? (b.source.startsWith("/") ? undefined : `${cwd}/${b.source}`),
   }));
-  output.verbosity = Math.max(output.verbosity, opts.verbose);
   const rootfs = imageDirectory(opts.image, opts.storage);
   opts.envOps = readEnvFiles(opts.envOps, rootfs);
   const facts = await hostFacts();
@@ -291,7 +317,94 @@ export async function runCommand(args: string[]): Promise<number> {
       `${op.kind}: ${"source" in op ? op.source + " -> " : ""}${op.target}`,
     );
   }
+  if (join.launcher) separateRanks(plan, join.launcher);
   verbose(`executing: ${plan.argv.join(" ")}`);
+  return await runJoined(plan, join);
+}
+
+/**
+ * Ranks of a launcher in separate containers (--no-join): OpenMPI's shared
+ * memory transport sees peers in other user namespaces, turns off its
+ * single-copy (CMA) path half-way and then hangs on large messages
+ * (OpenMPI 4.1 prints cma-different-user-namespace-warning). Tell it up
+ * front to copy through shared memory, unless the user chose.
+ */
+function separateRanks(plan: Plan, launcher: string): void {
+  const name = "OMPI_MCA_btl_vader_single_copy_mechanism";
+  if (plan.env.some((e) => e.startsWith(`${name}=`))) return;
+  plan.env.push(`${name}=none`);
+  verbose(`ranks in separate containers (${launcher} set, not joined): ${name}=none`);
+}
+
+/** Start the container: alone, as a group's winner, or joining one. */
+async function runJoined(plan: Plan, join: JoinDecision): Promise<number> {
   const { runPlan } = await import("../ffi/spawn.ts");
-  return await runPlan(plan, { warn });
+  if (!join.group && join.pid === undefined) return await runPlan(plan, { warn });
+  const rv = await import("../ffi/rendezvous.ts");
+  if (join.pid !== undefined) {
+    verbose(`join: joining namespaces of pid ${join.pid}`);
+    const ns = rv.openNamespaces(containerPid(join.pid));
+    return await runPlan(plan, { warn, join: ns });
+  }
+  const group = join.group!;
+  const arriving = {
+    name: await groupName(group.tag, plan.rootfs),
+    tag: group.tag,
+    count: group.count,
+    timeoutMs: 1000 * Number(Deno.env.get("DEN_JOIN_TIMEOUT") || 30),
+    log: (m: string) => verbose(m),
+  };
+  const arrival = rv.arriveAtGroup(arriving);
+  if (arrival.role === "winner") {
+    try {
+      return await runPlan(plan, {
+        warn,
+        onReady: (pid) => arrival.server.ready({ ...rv.openNamespaces(pid), ownerPid: Deno.pid }),
+      });
+    } finally {
+      arrival.server.close();
+    }
+  }
+  const stop = rv.serveWhenFree(arriving, arrival.ns, arrival.left);
+  try {
+    return await runPlan(plan, { warn, join: arrival.ns });
+  } finally {
+    stop();
+  }
+}
+
+/** Abstract socket name of a peer group: per user, tag and image. */
+async function groupName(tag: string, rootfs: string): Promise<string> {
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    new TextEncoder().encode(`${tag}\0${rootfs}`),
+  );
+  const hex = [...new Uint8Array(digest)].slice(0, 16)
+    .map((b) => b.toString(16).padStart(2, "0")).join("");
+  return `den-join/${Deno.uid()}/${hex}`;
+}
+
+/** --join-pid of a den itself means the container it runs. */
+function containerPid(pid: number): number {
+  const userns = (p: number | string) => {
+    try {
+      return Deno.statSync(`/proc/${p}/ns/user`).ino;
+    } catch {
+      return undefined;
+    }
+  };
+  const mine = userns("self");
+  if (mine === undefined || userns(pid) !== mine) return pid;
+  try {
+    for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
+      const children = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/children`);
+      for (const child of children.trim().split(/\s+/).filter(Boolean)) {
+        const ino = userns(child);
+        if (ino !== undefined && ino !== mine) return Number(child);
+      }
+    }
+  } catch {
+    // not ours to look at, or gone: openNamespaces() says so
+  }
+  return pid;
 }

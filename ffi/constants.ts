@@ -5,6 +5,17 @@ export const CLONE_NEWNS = 0x00020000;
 export const CLONE_NEWUSER = 0x10000000;
 export const SIGCHLD = 17;
 
+export const AF_UNIX = 1;
+export const SOCK_STREAM = 1;
+export const SOCK_CLOEXEC = 0o2000000;
+export const SOL_SOCKET = 1;
+export const SO_PEERCRED = 17;
+export const SO_RCVTIMEO = 20;
+export const SCM_RIGHTS = 1;
+export const MSG_CMSG_CLOEXEC = 0x40000000;
+export const SHUT_RDWR = 2;
+export const O_RDONLY = 0;
+
 export const MS_RDONLY = 1;
 export const MS_NOSUID = 2;
 export const MS_NODEV = 4;
@@ -71,6 +82,7 @@ export const ERRNO_NAMES: Record<number, string> = {
   7: "E2BIG",
   8: "ENOEXEC",
   9: "EBADF",
+  11: "EAGAIN",
   12: "ENOMEM",
   13: "EACCES",
   14: "EFAULT",
@@ -88,5 +100,7 @@ export const ERRNO_NAMES: Record<number, string> = {
   36: "ENAMETOOLONG",
   38: "ENOSYS",
   40: "ELOOP",
+  98: "EADDRINUSE",
+  111: "ECONNREFUSED",
   95: "EOPNOTSUPP",
 };

@@ -28,6 +28,7 @@ import {
 } from "./constants.ts";
 import { errnoError, strerror } from "./errno.ts";
 import { cString, errno, libc, symbolAddress } from "./libc.ts";
+import type { Namespaces } from "./rendezvous.ts";
 
 /** Signals den passes on to the container's process. */
 export const FORWARDED_SIGNALS: Deno.Signal[] = [
@@ -41,6 +42,10 @@ export const FORWARDED_SIGNALS: Deno.Signal[] = [
 
 export interface RunHooks {
   warn?: (msg: string) => void;
+  /** Join this container instead of making one (a peer of a group). */
+  join?: Namespaces;
+  /** The container is set up and its process waits to exec (pid). */
+  onReady?: (pid: number) => void;
 }
 
 /** A libc call in the child whose failure ends the run with this error. */
@@ -213,19 +218,9 @@ function addOp(chain: ChainSink, op: MountOp, io: ChainInputs): Step {
   }
 }
 
-/**
- * Every call the child makes, in order: reset signals, wait for the id
- * maps, mount, pivot_root, chdir, no_new_privs, wait at the gate, execvp.
- * Returns the reported steps (one errno each, in order) and the gate byte.
- */
-export function addChildCalls(
-  chain: ChainSink,
-  plan: Plan,
-  io: ChainInputs,
-): { steps: Step[]; gateByte: number } {
+/** The child's first calls: default signals, die with den. */
+function addPrologue(chain: ChainSink, io: ChainInputs): void {
   const none = 0n;
-  const steps: Step[] = [];
-  const step = (s: Step) => steps.push(s);
   // Deno ignores SIGPIPE and handles others; the command wants defaults.
   for (const sig of ["SIGPIPE", ...FORWARDED_SIGNALS]) {
     chain.call("signal", SIGNALS[sig]!, SIG_DFL);
@@ -235,21 +230,10 @@ export function addChildCalls(
   // called clone, Deno's main thread, which lives as long as den).
   chain.call("prctl", PR_SET_PDEATHSIG, SIGNALS.SIGKILL!, 0, 0, 0);
   chain.call("read", io.syncRead, chain.buffer(8).address, 1);
-  chain.reported("mount", none, chain.str("/"), none, MS_REC | MS_PRIVATE, none);
-  step({ op: "can't make / private" });
-  const rootfs = chain.str(plan.rootfs);
-  chain.reported("mount", rootfs, rootfs, none, MS_BIND | MS_REC, none);
-  step({ op: `can't bind ${plan.rootfs} to itself` });
-  for (const op of plan.ops) step(addOp(chain, op, io));
-  chain.reported("chdir", rootfs);
-  step({ op: "can't chdir", path: plan.rootfs });
-  const dot = chain.str(".");
-  chain.reported("syscall", io.pivotRootNr, dot, dot);
-  step({ op: "can't pivot_root(2)", path: plan.rootfs });
-  chain.reported("umount2", dot, MNT_DETACH);
-  step({ op: "can't detach the old root" });
-  chain.reported("chdir", chain.str("/"));
-  step({ op: "can't chdir", path: "/" });
+}
+
+/** The child's last calls: cwd, no_new_privs, environ, gate, execvp. */
+function addEpilogue(chain: ChainSink, plan: Plan, io: ChainInputs, step: (s: Step) => void) {
   chain.reported("chdir", chain.str(plan.cwd));
   step({ op: `can't cd to ${plan.cwd}`, optional: plan.cwdOptional });
   chain.reported("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
@@ -268,7 +252,60 @@ export function addChildCalls(
   chain.call("execvp", fileBuf.address, chain.strv(plan.argv));
   chain.reportErrno();
   chain.call("_exit", EXIT_CMD);
-  return { steps, gateByte };
+  return gateByte;
+}
+
+/**
+ * Every call the child makes, in order: reset signals, wait for the id
+ * maps, mount, pivot_root, chdir, no_new_privs, wait at the gate, execvp.
+ * Returns the reported steps (one errno each, in order) and the gate byte.
+ */
+export function addChildCalls(
+  chain: ChainSink,
+  plan: Plan,
+  io: ChainInputs,
+): { steps: Step[]; gateByte: number } {
+  const none = 0n;
+  const steps: Step[] = [];
+  const step = (s: Step) => steps.push(s);
+  addPrologue(chain, io);
+  chain.reported("mount", none, chain.str("/"), none, MS_REC | MS_PRIVATE, none);
+  step({ op: "can't make / private" });
+  const rootfs = chain.str(plan.rootfs);
+  chain.reported("mount", rootfs, rootfs, none, MS_BIND | MS_REC, none);
+  step({ op: `can't bind ${plan.rootfs} to itself` });
+  for (const op of plan.ops) step(addOp(chain, op, io));
+  chain.reported("chdir", rootfs);
+  step({ op: "can't chdir", path: plan.rootfs });
+  const dot = chain.str(".");
+  chain.reported("syscall", io.pivotRootNr, dot, dot);
+  step({ op: "can't pivot_root(2)", path: plan.rootfs });
+  chain.reported("umount2", dot, MNT_DETACH);
+  step({ op: "can't detach the old root" });
+  chain.reported("chdir", chain.str("/"));
+  step({ op: "can't chdir", path: "/" });
+  return { steps, gateByte: addEpilogue(chain, plan, io, step) };
+}
+
+/**
+ * The calls of a child that joins an existing container (--join peers,
+ * --join-pid): setns() into its user, then mount namespace (which also
+ * moves the child's root and cwd to the container's), then as above.
+ */
+export function addJoinCalls(
+  chain: ChainSink,
+  plan: Plan,
+  io: ChainInputs,
+  ns: { user: number; mnt: number; ownerPid: number },
+): { steps: Step[]; gateByte: number } {
+  const steps: Step[] = [];
+  const step = (s: Step) => steps.push(s);
+  addPrologue(chain, io);
+  chain.reported("setns", ns.user, CLONE_NEWUSER);
+  step({ op: `join: can't join user namespace of pid ${ns.ownerPid}` });
+  chain.reported("setns", ns.mnt, CLONE_NEWNS);
+  step({ op: `join: can't join mount namespace of pid ${ns.ownerPid}` });
+  return { steps, gateByte: addEpilogue(chain, plan, io, step) };
 }
 
 /**
@@ -286,7 +323,8 @@ export async function runPlan(
   hooks: RunHooks = {},
 ): Promise<number> {
   const lc = libc();
-  createMountPoints(plan);
+  const join = hooks.join;
+  if (!join) createMountPoints(plan);
   const [syncRead, syncWrite] = pipe();
   const [reportRead, reportWrite] = pipe();
   const temps: string[] = [];
@@ -303,7 +341,7 @@ export async function runPlan(
     new Deno.UnsafePointerView(environ).getBigUint64(0) !== hostEnviron &&
     libc().memcpy(environ, new BigUint64Array([hostEnviron]), 8n);
   try {
-    const { steps, gateByte } = addChildCalls(chain, plan, {
+    const io: ChainInputs = {
       syncRead,
       environ: BigInt(Deno.UnsafePointer.value(environ)),
       fileSource(op) {
@@ -317,13 +355,19 @@ export async function runPlan(
       },
       lockedFlags: mountFlags,
       pivotRootNr: sysPivotRoot(),
-    });
+    };
+    const { steps, gateByte } = join
+      ? addJoinCalls(chain, plan, io, join)
+      : addChildCalls(chain, plan, io);
     // CLONE_VM: copying den's page tables for a fork-style child costs
     // 6 ms; the child only runs libc calls on buffers of the chain, which
     // stays alive until the child has exec'd or exited.
-    const pid = chain.clone(CLONE_NEWUSER | CLONE_NEWNS | CLONE_VM | SIGCHLD);
+    const pid = chain.clone(
+      join ? CLONE_VM | SIGCHLD : CLONE_NEWUSER | CLONE_NEWNS | CLONE_VM | SIGCHLD,
+    );
     if (pid < 0) {
       const code = errno();
+      if (join) throw errnoError("can't clone", code);
       throw errnoError("can't clone a user namespace", code, {
         hint: usernsHint(),
       });
@@ -338,7 +382,7 @@ export async function runPlan(
       // Its own process group, in the terminal's foreground if den is, so
       // Ctrl-C reaches the command once, not also through den.
       lc.setpgid(pid, pid);
-      writeIdMaps(pid, plan);
+      if (!join) writeIdMaps(pid, plan);
       lc.write(syncWrite, new Uint8Array([1]), 1n);
       const reports = new Int32Array(
         readFull(reportRead, steps.length * 4).slice().buffer,
@@ -359,6 +403,7 @@ export async function runPlan(
         }
         throw errnoError(step.op, code, { path: step.path });
       }
+      hooks.onReady?.(pid);
     } catch (e) {
       kill();
       throw e;

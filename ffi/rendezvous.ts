@@ -1,0 +1,396 @@
+// arriveAtGroup(): the rendezvous of a peer group (den run --join).
+//
+// ch-run coordinates peers through a POSIX semaphore and shared memory in
+// /dev/shm, which stay behind when a peer is killed at the wrong moment. den
+// uses an abstract Unix socket instead, "\0den-join/UID/KEY": the kernel
+// removes the name with the last process that holds it, so nothing is ever
+// left behind. The first peer binds the name and serves; the others connect,
+// check with SO_PEERCRED that the server runs as their own uid, and receive
+// the container's user and mount namespaces as file descriptors
+// (SCM_RIGHTS): no pid is looked up, so none can be reused under them.
+// The group lives as long as any of its peers: a peer that joined takes
+// over serving when the server leaves, so late peers still join it.
+
+import { DenError, EXIT_FAILURE } from "../error.ts";
+import {
+  AF_UNIX,
+  MSG_CMSG_CLOEXEC,
+  SCM_RIGHTS,
+  SHUT_RDWR,
+  SO_PEERCRED,
+  SO_RCVTIMEO,
+  SOCK_CLOEXEC,
+  SOCK_STREAM,
+  SOL_SOCKET,
+} from "./constants.ts";
+import { errnoError } from "./errno.ts";
+import { errno, libc } from "./libc.ts";
+
+const HELLO = 0x64656e31; // "den1": greeting, sent on arrival
+const READY = 0x64656e32; // "den2": with the namespace fds
+const EADDRINUSE = 98;
+const ECONNREFUSED = 111;
+const EAGAIN = 11;
+
+/** The container's namespaces, as open file descriptors. */
+export interface Namespaces {
+  user: number;
+  mnt: number;
+  /** The den that made them (for messages). */
+  ownerPid: number;
+}
+
+function joinError(msg: string, hint?: string): DenError {
+  return new DenError("", msg, { exitCode: EXIT_FAILURE, hint });
+}
+
+/** struct sockaddr_un for an abstract name; returns it and its length. */
+function abstractAddress(name: string): [Uint8Array<ArrayBuffer>, number] {
+  const bytes = new TextEncoder().encode(name);
+  const addr = new Uint8Array(110);
+  new DataView(addr.buffer).setUint16(0, AF_UNIX, true);
+  addr.set(bytes.subarray(0, 106), 3); // sun_path[0] = 0: abstract
+  return [addr, 3 + Math.min(bytes.length, 106)];
+}
+
+function unixSocket(): number {
+  const fd = libc().socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw errnoError("join: can't create socket", errno());
+  return fd;
+}
+
+/** uid and pid of the process at the other end of a Unix socket. */
+function peerCred(fd: number): { pid: number; uid: number } {
+  const cred = new Int32Array(3);
+  const len = new Uint32Array([12]);
+  const lc = libc();
+  if (
+    lc.getsockopt(
+      fd,
+      SOL_SOCKET,
+      SO_PEERCRED,
+      new Uint8Array(cred.buffer),
+      new Uint8Array(len.buffer),
+    ) !== 0
+  ) {
+    throw errnoError("join: can't get peer credentials", errno());
+  }
+  return { pid: cred[0]!, uid: cred[1]! };
+}
+
+function writeWords(fd: number, words: number[]): void {
+  const b = new Uint8Array(new Int32Array(words).buffer);
+  libc().write(fd, b, BigInt(b.length));
+}
+
+/** sendmsg() of 4 words plus two file descriptors. */
+function sendFds(fd: number, words: number[], fds: number[]): boolean {
+  const data = new Uint8Array(new Int32Array(words).buffer);
+  const iov = new BigUint64Array([ptr(data), BigInt(data.length)]);
+  const control = new Uint8Array(16 + 4 * fds.length);
+  const cv = new DataView(control.buffer);
+  cv.setBigUint64(0, BigInt(control.length), true); // cmsg_len
+  cv.setInt32(8, SOL_SOCKET, true);
+  cv.setInt32(12, SCM_RIGHTS, true);
+  fds.forEach((f, i) => cv.setInt32(16 + 4 * i, f, true));
+  const msg = msghdr(iov, control);
+  return Number(libc().sendmsg(fd, msg, 0)) === data.length;
+}
+
+function ptr(b: Uint8Array | BigUint64Array): bigint {
+  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(b)));
+}
+
+/** struct msghdr (64-bit) around one iovec and a control buffer. */
+function msghdr(iov: BigUint64Array, control: Uint8Array): Uint8Array<ArrayBuffer> {
+  const msg = new Uint8Array(56);
+  const v = new DataView(msg.buffer);
+  v.setBigUint64(16, ptr(iov), true);
+  v.setBigUint64(24, 1n, true);
+  v.setBigUint64(32, ptr(control), true);
+  v.setBigUint64(40, BigInt(control.length), true);
+  return msg;
+}
+
+/** recvmsg() of 4 words and up to two fds; undefined on EOF. */
+function receive(fd: number): { words: Int32Array; fds: number[] } | undefined {
+  const data = new Uint8Array(16);
+  const iov = new BigUint64Array([ptr(data), 16n]);
+  const control = new Uint8Array(16 + 8);
+  const msg = msghdr(iov, control);
+  const n = Number(libc().recvmsg(fd, msg, MSG_CMSG_CLOEXEC));
+  if (n < 0) {
+    const code = errno();
+    if (code === EAGAIN) throw new TimeoutError();
+    throw errnoError("join: can't receive from peer group", code);
+  }
+  if (n === 0) return undefined;
+  const fds: number[] = [];
+  const controllen = Number(new DataView(msg.buffer).getBigUint64(40, true));
+  const cv = new DataView(control.buffer);
+  if (
+    controllen >= 20 && cv.getInt32(8, true) === SOL_SOCKET && cv.getInt32(12, true) === SCM_RIGHTS
+  ) {
+    const count = (Number(cv.getBigUint64(0, true)) - 16) / 4;
+    for (let i = 0; i < count; i++) fds.push(cv.getInt32(16 + 4 * i, true));
+  }
+  return { words: new Int32Array(data.buffer, 0, Math.floor(n / 4)), fds };
+}
+
+class TimeoutError extends Error {}
+
+/** Serves a group's namespaces to peers that connect. */
+export class GroupServer {
+  readonly #fd: number;
+  readonly #uid: number;
+  #arrived: number;
+  readonly #count?: number;
+  #ns?: Namespaces;
+  #waiting: number[] = [];
+  #closed = false;
+  readonly #log: (msg: string) => void;
+
+  constructor(fd: number, count: number | undefined, arrived: number, log: (m: string) => void) {
+    this.#fd = fd;
+    this.#uid = Deno.uid() ?? -1;
+    this.#count = count;
+    this.#arrived = arrived;
+    this.#log = log;
+    void this.#acceptLoop();
+  }
+
+  /** Peers still expected (undefined when the count is unknown). */
+  get left(): number | undefined {
+    return this.#count === undefined ? undefined : Math.max(0, this.#count - this.#arrived);
+  }
+
+  async #acceptLoop(): Promise<void> {
+    let failures = 0;
+    while (!this.#closed) {
+      const c = await libc().accept4(this.#fd, null, null, SOCK_CLOEXEC);
+      if (this.#closed) {
+        if (c >= 0) libc().close(c);
+        break;
+      }
+      if (c < 0) {
+        if (++failures > 100) break; // errno is another thread's: just stop
+        continue;
+      }
+      failures = 0;
+      let cred;
+      try {
+        cred = peerCred(c);
+      } catch {
+        libc().close(c);
+        continue;
+      }
+      if (cred.uid !== this.#uid) {
+        libc().close(c); // never hand our namespaces to another user
+        continue;
+      }
+      this.#arrived++;
+      writeWords(c, [HELLO, Deno.pid, this.#arrived, this.#count ?? 0]);
+      if (this.#ns) this.#send(c);
+      else this.#waiting.push(c);
+    }
+  }
+
+  #send(c: number): void {
+    const ns = this.#ns!;
+    sendFds(c, [READY, ns.ownerPid, this.left ?? -1, 0], [ns.user, ns.mnt]);
+    libc().close(c);
+  }
+
+  /** The namespaces are ready: hand them to every peer, now and later. */
+  ready(ns: Namespaces): void {
+    this.#ns = ns;
+    for (const c of this.#waiting.splice(0)) this.#send(c);
+  }
+
+  /** Stop serving; waiting peers see EOF. The name disappears. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const c of this.#waiting.splice(0)) libc().close(c);
+    // shutdown() wakes the accept4() waiting on another thread.
+    libc().shutdown(this.#fd, SHUT_RDWR);
+    libc().close(this.#fd);
+    this.#log("join: done");
+  }
+}
+
+/** Try to own the group's name; the listening socket, or undefined. */
+function tryBind(name: string): number | undefined {
+  const fd = unixSocket();
+  const [addr, len] = abstractAddress(name);
+  if (libc().bind(fd, addr, len) === 0) {
+    if (libc().listen(fd, 4096) !== 0) {
+      const code = errno();
+      libc().close(fd);
+      throw errnoError("join: can't listen", code);
+    }
+    return fd;
+  }
+  const code = errno();
+  libc().close(fd);
+  if (code === EADDRINUSE) return undefined;
+  throw errnoError("join: can't bind socket", code);
+}
+
+export type Arrival =
+  | { role: "winner"; server: GroupServer }
+  | { role: "peer"; ns: Namespaces; left: number | undefined };
+
+export interface ArriveOptions {
+  /** Abstract socket name of the group. */
+  name: string;
+  tag: string;
+  count?: number;
+  timeoutMs: number;
+  log: (msg: string) => void;
+}
+
+/**
+ * Arrive at a peer group: become its server (the winner, who makes the
+ * container) or receive the winner's namespaces.
+ */
+export function arriveAtGroup(o: ArriveOptions): Arrival {
+  const deadline = Date.now() + o.timeoutMs;
+  for (;;) {
+    const listening = tryBind(o.name);
+    if (listening !== undefined) {
+      o.log("join: I won");
+      o.log("join: winner initializing new namespaces");
+      const server = new GroupServer(listening, o.count, 1, o.log);
+      const left = server.left;
+      if (left !== undefined) o.log(`join: ${left} peers left excluding myself`);
+      if (left === 0) o.log("join: cleaning up IPC resources");
+      return { role: "winner", server };
+    }
+    const fd = unixSocket();
+    try {
+      const [addr, len] = abstractAddress(o.name);
+      if (libc().connect(fd, addr, len) !== 0) {
+        const code = errno();
+        // The server left between our bind and connect: try again.
+        if (code === ECONNREFUSED && Date.now() < deadline) continue;
+        throw errnoError("join: can't connect to peer group", code);
+      }
+      o.log("join: I lost");
+      const peer = peerCred(fd);
+      if (peer.uid !== Deno.uid()) {
+        throw joinError(
+          `join: peer group ${
+            JSON.stringify(o.tag)
+          } is held by another user (uid ${peer.uid}, pid ${peer.pid})`,
+          "choose another --join-tag",
+        );
+      }
+      const ns = receiveNamespaces(fd, o, deadline, peer.pid);
+      if (ns) return ns;
+      // The server closed without answering: it left; arrive again.
+      if (Date.now() >= deadline) {
+        throw joinError(
+          `join: peer group ${JSON.stringify(o.tag)}: the first peer (pid ${peer.pid}) failed`,
+        );
+      }
+    } finally {
+      libc().close(fd);
+    }
+  }
+}
+
+function receiveNamespaces(
+  fd: number,
+  o: ArriveOptions,
+  deadline: number,
+  serverPid: number,
+): Arrival | undefined {
+  let arrived: number | undefined;
+  let count = o.count;
+  const timeout = () => {
+    const seen = arrived === undefined
+      ? `the first peer (pid ${serverPid}) did not answer`
+      : `${arrived} of ${count || "?"} peers arrived`;
+    return joinError(
+      `join: timed out after ${Math.round(o.timeoutMs / 1000)} s waiting for peer group ${
+        JSON.stringify(o.tag)
+      }: ${seen}`,
+    );
+  };
+  for (;;) {
+    const ms = deadline - Date.now();
+    if (ms <= 0) throw timeout();
+    const tv = new BigInt64Array([BigInt(Math.floor(ms / 1000)), BigInt((ms % 1000) * 1000)]);
+    libc().setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, new Uint8Array(tv.buffer), 16);
+    let m;
+    try {
+      m = receive(fd);
+    } catch (e) {
+      if (e instanceof TimeoutError) throw timeout();
+      throw e;
+    }
+    if (!m) return undefined;
+    const [kind, pid, a, b] = m.words;
+    if (kind === HELLO) {
+      arrived = a;
+      count = b || count;
+      continue;
+    }
+    if (kind === READY && m.fds.length === 2) {
+      o.log(`join: joining namespaces of pid ${pid}`);
+      const left = a! < 0 ? undefined : a;
+      if (left !== undefined) o.log(`join: ${left} peers left`);
+      if (left === 0) o.log("join: cleaning up IPC resources");
+      return { role: "peer", ns: { user: m.fds[0]!, mnt: m.fds[1]!, ownerPid: pid! }, left };
+    }
+    m.fds.forEach((f) => libc().close(f));
+    throw joinError(`join: peer group ${JSON.stringify(o.tag)}: unexpected message`);
+  }
+}
+
+/**
+ * A joined peer serves the group once the server left. Polls for the name;
+ * returns a stop function.
+ */
+export function serveWhenFree(
+  o: ArriveOptions,
+  ns: Namespaces,
+  left: number | undefined,
+): () => void {
+  let server: GroupServer | undefined;
+  const timer = setInterval(() => {
+    const fd = tryBind(o.name);
+    if (fd === undefined) return;
+    clearInterval(timer);
+    const count = left === undefined ? undefined : left + 1;
+    server = new GroupServer(fd, count, 1, () => {});
+    server.ready(ns);
+  }, 200);
+  Deno.unrefTimer(timer);
+  return () => {
+    clearInterval(timer);
+    server?.close();
+  };
+}
+
+/** Open a process's user and mount namespaces (--join-pid). */
+export function openNamespaces(pid: number): Namespaces {
+  const open = (kind: string): number => {
+    const path = `/proc/${pid}/ns/${kind}`;
+    const fd = libc().open(new TextEncoder().encode(path + "\0"), 0o2000000);
+    if (fd < 0) {
+      const code = errno();
+      if (code === 2) throw joinError(`join: no PID ${pid}: ${path} not found`);
+      throw errnoError(`join: can't open ${path}`, code);
+    }
+    return fd;
+  };
+  const user = open("user");
+  try {
+    return { user, mnt: open("mnt"), ownerPid: pid };
+  } catch (e) {
+    libc().close(user);
+    throw e;
+  }
+}
