@@ -365,7 +365,7 @@ async function runJoined(plan: Plan, join: JoinDecision): Promise<number> {
       arrival.server.close();
     }
   }
-  const stop = rv.serveWhenFree(arriving, arrival.ns, arrival.left);
+  const stop = rv.serveWhenFree(arriving, arrival);
   try {
     return await runPlan(plan, { warn, join: arrival.ns });
   } finally {

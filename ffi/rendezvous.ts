@@ -8,8 +8,10 @@
 // check with SO_PEERCRED that the server runs as their own uid, and receive
 // the container's user and mount namespaces as file descriptors
 // (SCM_RIGHTS): no pid is looked up, so none can be reused under them.
-// The group lives as long as any of its peers: a peer that joined takes
-// over serving when the server leaves, so late peers still join it.
+// As with ch-run, a group is complete when --join-ct peers arrived; then its
+// name is free for a new group. Peers keep their connection: if the server
+// leaves before the group is complete (EOF instead of DONE), a peer that
+// joined takes over serving, so late peers join while any peer lives.
 
 import { DenError, EXIT_FAILURE } from "../error.ts";
 import {
@@ -28,6 +30,8 @@ import { errno, libc } from "./libc.ts";
 
 const HELLO = 0x64656e31; // "den1": greeting, sent on arrival
 const READY = 0x64656e32; // "den2": with the namespace fds
+const DONE = 0x64656e33; // "den3": the group is complete
+const MSG_DONTWAIT = 0x40;
 const EADDRINUSE = 98;
 const ECONNREFUSED = 111;
 const EAGAIN = 11;
@@ -113,12 +117,12 @@ function msghdr(iov: BigUint64Array, control: Uint8Array): Uint8Array<ArrayBuffe
 }
 
 /** recvmsg() of 4 words and up to two fds; undefined on EOF. */
-function receive(fd: number): { words: Int32Array; fds: number[] } | undefined {
+function receive(fd: number, flags = 0): { words: Int32Array; fds: number[] } | undefined {
   const data = new Uint8Array(16);
   const iov = new BigUint64Array([ptr(data), 16n]);
   const control = new Uint8Array(16 + 8);
   const msg = msghdr(iov, control);
-  const n = Number(libc().recvmsg(fd, msg, MSG_CMSG_CLOEXEC));
+  const n = Number(libc().recvmsg(fd, msg, MSG_CMSG_CLOEXEC | flags));
   if (n < 0) {
     const code = errno();
     if (code === EAGAIN) throw new TimeoutError();
@@ -147,6 +151,7 @@ export class GroupServer {
   readonly #count?: number;
   #ns?: Namespaces;
   #waiting: number[] = [];
+  #joined: number[] = [];
   #closed = false;
   readonly #log: (msg: string) => void;
 
@@ -198,7 +203,8 @@ export class GroupServer {
   #send(c: number): void {
     const ns = this.#ns!;
     sendFds(c, [READY, ns.ownerPid, this.left ?? -1, 0], [ns.user, ns.mnt]);
-    libc().close(c);
+    this.#joined.push(c);
+    if (this.left === 0) this.close(true);
   }
 
   /** The namespaces are ready: hand them to every peer, now and later. */
@@ -207,11 +213,16 @@ export class GroupServer {
     for (const c of this.#waiting.splice(0)) this.#send(c);
   }
 
-  /** Stop serving; waiting peers see EOF. The name disappears. */
-  close(): void {
+  /** Stop serving; the name disappears. Peers learn whether the group is
+   * complete (DONE) or was left early (EOF: one of them takes over). */
+  close(complete = false): void {
     if (this.#closed) return;
     this.#closed = true;
     for (const c of this.#waiting.splice(0)) libc().close(c);
+    for (const c of this.#joined.splice(0)) {
+      if (complete) writeWords(c, [DONE, Deno.pid, 0, 0]);
+      libc().close(c);
+    }
     // shutdown() wakes the accept4() waiting on another thread.
     libc().shutdown(this.#fd, SHUT_RDWR);
     libc().close(this.#fd);
@@ -239,7 +250,7 @@ function tryBind(name: string): number | undefined {
 
 export type Arrival =
   | { role: "winner"; server: GroupServer }
-  | { role: "peer"; ns: Namespaces; left: number | undefined };
+  | { role: "peer"; ns: Namespaces; left: number | undefined; conn: number };
 
 export interface ArriveOptions {
   /** Abstract socket name of the group. */
@@ -264,10 +275,14 @@ export function arriveAtGroup(o: ArriveOptions): Arrival {
       const server = new GroupServer(listening, o.count, 1, o.log);
       const left = server.left;
       if (left !== undefined) o.log(`join: ${left} peers left excluding myself`);
-      if (left === 0) o.log("join: cleaning up IPC resources");
+      if (left === 0) {
+        o.log("join: cleaning up IPC resources");
+        server.close(true);
+      }
       return { role: "winner", server };
     }
     const fd = unixSocket();
+    let keep = false;
     try {
       const [addr, len] = abstractAddress(o.name);
       if (libc().connect(fd, addr, len) !== 0) {
@@ -287,6 +302,7 @@ export function arriveAtGroup(o: ArriveOptions): Arrival {
         );
       }
       const ns = receiveNamespaces(fd, o, deadline, peer.pid);
+      keep = ns !== undefined;
       if (ns) return ns;
       // The server closed without answering: it left; arrive again.
       if (Date.now() >= deadline) {
@@ -295,7 +311,7 @@ export function arriveAtGroup(o: ArriveOptions): Arrival {
         );
       }
     } finally {
-      libc().close(fd);
+      if (!keep) libc().close(fd);
     }
   }
 }
@@ -342,7 +358,8 @@ function receiveNamespaces(
       const left = a! < 0 ? undefined : a;
       if (left !== undefined) o.log(`join: ${left} peers left`);
       if (left === 0) o.log("join: cleaning up IPC resources");
-      return { role: "peer", ns: { user: m.fds[0]!, mnt: m.fds[1]!, ownerPid: pid! }, left };
+      const ns = { user: m.fds[0]!, mnt: m.fds[1]!, ownerPid: pid! };
+      return { role: "peer", ns, left, conn: fd };
     }
     m.fds.forEach((f) => libc().close(f));
     throw joinError(`join: peer group ${JSON.stringify(o.tag)}: unexpected message`);
@@ -350,26 +367,37 @@ function receiveNamespaces(
 }
 
 /**
- * A joined peer serves the group once the server left. Polls for the name;
- * returns a stop function.
+ * A joined peer serves the group if the server leaves before the group is
+ * complete. Polls its connection; returns a stop function.
  */
-export function serveWhenFree(
-  o: ArriveOptions,
-  ns: Namespaces,
-  left: number | undefined,
-): () => void {
+export function serveWhenFree(o: ArriveOptions, peer: Arrival & { role: "peer" }): () => void {
   let server: GroupServer | undefined;
-  const timer = setInterval(() => {
-    const fd = tryBind(o.name);
-    if (fd === undefined) return;
+  let conn = peer.conn;
+  const done = () => {
     clearInterval(timer);
-    const count = left === undefined ? undefined : left + 1;
+    if (conn >= 0) libc().close(conn);
+    conn = -1;
+  };
+  const timer = setInterval(() => {
+    let m;
+    try {
+      m = receive(conn, MSG_DONTWAIT);
+    } catch (e) {
+      if (e instanceof TimeoutError) return; // EAGAIN: the server is there
+      return done();
+    }
+    if (m) return done(); // DONE: complete
+    const fd = tryBind(o.name);
+    done();
+    if (fd === undefined) return; // another peer took over
+    const count = peer.left === undefined ? undefined : peer.left + 1;
     server = new GroupServer(fd, count, 1, () => {});
-    server.ready(ns);
+    server.ready(peer.ns);
   }, 200);
   Deno.unrefTimer(timer);
+  if (peer.left === 0) done();
   return () => {
-    clearInterval(timer);
+    done();
     server?.close();
   };
 }
