@@ -8,6 +8,7 @@ import {
   type HostView,
   type ImageConfig,
   planContainer,
+  resolveInRoot,
   type RunOptions,
 } from "../plan.ts";
 import { out, output, verbose, warn } from "./output.ts";
@@ -302,6 +303,8 @@ export async function runCommand(args: string[]): Promise<number> {
     target: b.target ?? (b.source.startsWith("/") ? undefined : `${cwd}/${b.source}`),
   }));
   const rootfs = imageDirectory(opts.image, opts.storage);
+  const pmixDir = pmixServerDir(rootfs);
+  if (pmixDir) opts.binds.push({ source: pmixDir, target: pmixDir });
   opts.envOps = readEnvFiles(opts.envOps, rootfs);
   const facts = await hostFacts();
   const plan = planContainer(opts, facts, rootfs, imageConfig(rootfs));
@@ -318,6 +321,7 @@ export async function runCommand(args: string[]): Promise<number> {
     );
   }
   if (join.launcher) separateRanks(plan, join.launcher);
+  if (Deno.env.get("PMIX_SERVER_TMPDIR") && !pmixDir) setDefault(plan, "PMIX_MCA_gds", "hash");
   verbose(`executing: ${plan.argv.join(" ")}`);
   return await runJoined(plan, join);
 }
@@ -330,10 +334,26 @@ export async function runCommand(args: string[]): Promise<number> {
  * front to copy through shared memory, unless the user chose.
  */
 function separateRanks(plan: Plan, launcher: string): void {
-  const name = "OMPI_MCA_btl_vader_single_copy_mechanism";
+  verbose(`ranks in separate containers (${launcher} set, not joined)`);
+  setDefault(plan, "OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+}
+
+/** Set a variable in the container unless the user or image did. */
+function setDefault(plan: Plan, name: string, value: string): void {
   if (plan.env.some((e) => e.startsWith(`${name}=`))) return;
-  plan.env.push(`${name}=none`);
-  verbose(`ranks in separate containers (${launcher} set, not joined): ${name}=none`);
+  plan.env.push(`${name}=${value}`);
+  verbose(`environment: ${name}=${value}`);
+}
+
+/**
+ * The PMIx server's directory (Slurm's srun --mpi=pmix: its shared-memory
+ * key-value store lives there), to bind at the same path when the image has
+ * a directory there. Without it, clients fall back to PMIX_MCA_gds=hash.
+ */
+function pmixServerDir(rootfs: string): string | undefined {
+  const dir = Deno.env.get("PMIX_SERVER_TMPDIR")?.replace(/\/+$/, "");
+  if (!dir?.startsWith("/") || hostView.lkind(dir) !== "dir") return undefined;
+  return hostView.lkind(resolveInRoot(rootfs, dir, hostView)) === "dir" ? dir : undefined;
 }
 
 /** Start the container: alone, as a group's winner, or joining one. */

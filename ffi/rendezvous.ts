@@ -392,7 +392,7 @@ export function serveWhenFree(o: ArriveOptions, peer: Arrival & { role: "peer" }
     if (fd === undefined) return; // another peer took over
     const count = peer.left === undefined ? undefined : peer.left + 1;
     server = new GroupServer(fd, count, 1, () => {});
-    server.ready(peer.ns);
+    server.ready({ ...peer.ns, ownerPid: Deno.pid });
   }, 200);
   Deno.unrefTimer(timer);
   if (peer.left === 0) done();

@@ -1,0 +1,191 @@
+// --join, --join-ct, --join-tag, --join-pid on real containers (busybox
+// image, as the unprivileged test user): peers share user and mount
+// namespaces, ch-run's messages and errors, nothing left behind.
+
+import { equal, match, notEqual, ok } from "node:assert/strict";
+import {
+  buildBusyboxImage,
+  den,
+  denArgv,
+  hasUserns,
+  HAVE_BUSYBOX,
+  tempDir,
+  testUserEnv,
+} from "./_helpers.ts";
+
+const ignore = !HAVE_BUSYBOX || !hasUserns();
+const work = ignore ? undefined : tempDir("den-join-test-");
+const IMG = work ? buildBusyboxImage(`${work.path}/img`) : "/nonexistent";
+const OUT = work?.path ?? "/nonexistent";
+
+function t(name: string, fn: () => Promise<void>) {
+  Deno.test({ name, ignore, sanitizeResources: false, sanitizeOps: false, fn });
+}
+
+/** Shell that writes the container's user and mount namespace ids to FILE,
+ * then sleeps SECONDS. */
+const PRINTNS = '{ readlink /proc/self/ns/user; readlink /proc/self/ns/mnt; } > "$1.tmp" && ' +
+  'busybox mv "$1.tmp" "$1"; sleep "$2"';
+
+/** Start den in the background as the test user; stderr collected. */
+function spawnDen(args: string[], env: Record<string, string> = {}) {
+  const [cmd, ...rest] = denArgv(args);
+  const child = new Deno.Command(cmd!, {
+    args: rest,
+    env: { ...testUserEnv(), ...env },
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output = child.output().then((r) => ({
+    code: r.code,
+    stderr: new TextDecoder().decode(r.stderr),
+  }));
+  return { pid: child.pid, output, kill: () => child.kill("SIGKILL") };
+}
+
+async function waitForFile(path: string, ms = 20000): Promise<string> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    try {
+      return Deno.readTextFileSync(path);
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  throw new Error(`timed out waiting for ${path}`);
+}
+
+const peer = (tag: string, ct: number, file: string, secs: number) => [
+  "run",
+  "-v",
+  `--join-ct=${ct}`,
+  `--join-tag=${tag}`,
+  IMG,
+  "--",
+  "sh",
+  "-c",
+  PRINTNS,
+  "sh",
+  `${OUT}/${file}`,
+  String(secs),
+];
+
+/** den's rendezvous sockets, from /proc/net/unix (abstract: "@den-join/"). */
+const joinSockets = () =>
+  Deno.readTextFileSync("/proc/net/unix").split("\n").filter((l) => l.includes("@den-join/"));
+
+t("two peers share user and mount namespaces; ch-run's messages", async () => {
+  const before = joinSockets().length;
+  const first = spawnDen(peer("two", 2, "two.1", 3));
+  const ns1 = await waitForFile(`${OUT}/two.1`);
+  const second = await den(peer("two", 2, "two.2", 0));
+  equal(second.code, 0, second.stderr);
+  equal(Deno.readTextFileSync(`${OUT}/two.2`), ns1);
+  const r1 = await first.output;
+  equal(r1.code, 0, r1.stderr);
+  match(r1.stderr, /^den\[\d+\]: join: 1 2 two 0$/m);
+  match(r1.stderr, /join: I won/);
+  match(r1.stderr, /join: 1 peers left excluding myself/);
+  match(second.stderr, /join: I lost/);
+  match(second.stderr, new RegExp(`joining namespaces of pid ${first.pid}`));
+  match(second.stderr, /join: 0 peers left/);
+  // Not the host's namespaces.
+  notEqual(ns1.split("\n")[0], Deno.readLinkSync("/proc/self/ns/user"));
+  equal(joinSockets().length, before, "a rendezvous socket is left");
+});
+
+t("--join-pid joins a running den's container", async () => {
+  const first = spawnDen(["run", "-v", IMG, "--", "sh", "-c", PRINTNS, "sh", `${OUT}/pid.1`, "3"]);
+  const ns1 = await waitForFile(`${OUT}/pid.1`);
+  const second = await den([
+    "run",
+    "-v",
+    `--join-pid=${first.pid}`,
+    IMG,
+    "--",
+    "sh",
+    "-c",
+    PRINTNS,
+    "sh",
+    `${OUT}/pid.2`,
+    "0",
+  ]);
+  equal(second.code, 0, second.stderr);
+  match(second.stderr, new RegExp(`join: 0 0 \\(null\\) ${first.pid}`));
+  equal(Deno.readTextFileSync(`${OUT}/pid.2`), ns1);
+  equal((await first.output).code, 0);
+});
+
+t("a late peer joins after the first one left, while another peer lives", async () => {
+  const first = spawnDen(peer("late", 3, "late.1", 1));
+  await waitForFile(`${OUT}/late.1`);
+  const second = spawnDen(peer("late", 3, "late.2", 4));
+  const ns2 = await waitForFile(`${OUT}/late.2`);
+  equal((await first.output).code, 0); // the server has left
+  await new Promise((r) => setTimeout(r, 600)); // the second peer takes over
+  const third = await den(peer("late", 3, "late.3", 0));
+  equal(third.code, 0, third.stderr);
+  match(third.stderr, /join: I lost/);
+  match(third.stderr, new RegExp(`joining namespaces of pid ${second.pid}`));
+  equal(Deno.readTextFileSync(`${OUT}/late.3`), ns2);
+  equal(Deno.readTextFileSync(`${OUT}/late.1`), ns2);
+  second.kill();
+  await second.output;
+});
+
+t("kill -9 of the first peer leaves nothing; the next run starts a new group", async () => {
+  const shm = [...Deno.readDirSync("/dev/shm")].length;
+  const sockets = joinSockets().length;
+  const first = spawnDen(peer("killed", 2, "killed.1", 30));
+  const ns1 = await waitForFile(`${OUT}/killed.1`);
+  first.kill();
+  await first.output;
+  equal(joinSockets().length, sockets, "the killed peer's socket is left");
+  const again = await den(peer("killed", 2, "killed.2", 0), {
+    env: { DEN_JOIN_TIMEOUT: "5" },
+  });
+  // Alone now: it wins a new group and runs (the group never completes).
+  equal(again.code, 0, again.stderr);
+  match(again.stderr, /join: I won/);
+  notEqual(Deno.readTextFileSync(`${OUT}/killed.2`), ns1);
+  equal([...Deno.readDirSync("/dev/shm")].length, shm, "something was left in /dev/shm");
+});
+
+t("join errors: one line, exit 31, ch-run's wording", async () => {
+  const cases: [string[], Record<string, string>, RegExp][] = [
+    [["--join"], {}, /^den: error: join: no valid peer group size found$/m],
+    [["--join-ct=a"], {}, /--join-ct: no digits found/],
+    [["--join-ct=1a"], {}, /--join-ct: extra characters after digits/],
+    [["--join-ct=2147483648"], {}, /--join-ct: out of range/],
+    [["--join"], { SLURM_CPUS_ON_NODE: "-1" }, /join: no valid peer group size found/],
+    [["--join"], { SLURM_CPUS_ON_NODE: "a" }, /SLURM_CPUS_ON_NODE: no digits found/],
+    [["--join-tag="], { SLURM_CPUS_ON_NODE: "1" }, /join: peer group tag cannot be empty string/],
+    [["--join-pid=1"], {}, /join: can't open \/proc\/1\/ns\/user: Permission denied/],
+    [
+      ["--join-pid=2147483647"],
+      {},
+      /join: no PID 2147483647: \/proc\/2147483647\/ns\/user not found/,
+    ],
+  ];
+  for (const [opts, env, want] of cases) {
+    const r = await den(["run", ...opts, IMG, "--", "true"], { env });
+    equal(r.code, 31, `${opts}: ${r.stderr}`);
+    match(r.stderr, want);
+    equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+  }
+  // From the environment, extra characters are fine (strtol), as in ch-run.
+  const r = await den(["run", "-v", "--join", IMG, "--", "true"], {
+    env: { SLURM_CPUS_ON_NODE: "1foo" },
+  });
+  equal(r.code, 0, r.stderr);
+  match(r.stderr, /join: peer group size from SLURM_CPUS_ON_NODE/);
+  ok(/join: peer group tag from getppid\(2\)/.test(r.stderr));
+});
+
+Deno.test({
+  name: "join tests clean up",
+  ignore,
+  fn: async () => await work?.[Symbol.asyncDispose](),
+});
