@@ -1,0 +1,122 @@
+// MPI inside an image: a Debian bookworm image with OpenMPI and mpi4py, built
+// at test time by tests/mpi_image.sh (cached under /var/tmp), and a two-rank
+// ping-pong (8 B, 1 MiB, 16 MiB, every message checked) under the host's
+// mpirun and under srun --mpi=pmix, as the unprivileged test user.
+
+import { equal, match, ok } from "node:assert/strict";
+import { asTestUser, denPlainArgv, hasUserns, ROOT, testUserEnv, which } from "./_helpers.ts";
+
+function buildImage(): string | undefined {
+  if (Deno.uid() !== 0 || !which("debootstrap") || !which("mpirun") || !hasUserns()) {
+    return undefined;
+  }
+  const r = new Deno.Command(`${ROOT}/tests/mpi_image.sh`, { stderr: "inherit" }).outputSync();
+  if (!r.success) throw new Error("tests/mpi_image.sh failed");
+  return new TextDecoder().decode(r.stdout).trim();
+}
+
+const IMG = buildImage();
+const ignore = IMG === undefined;
+
+function slurmAnswers(): boolean {
+  if (!which("srun") || !which("sinfo")) return false;
+  const r = new Deno.Command("sinfo", { args: ["-h", "-o", "%T"], stderr: "null" }).outputSync();
+  return r.success && /idle|mix|alloc/.test(new TextDecoder().decode(r.stdout));
+}
+
+/** Run argv as the test user with a time limit; a hang fails the test. */
+async function run(argv: string[], seconds = 180) {
+  const [cmd, ...args] = asTestUser(["timeout", "-s", "KILL", String(seconds), ...argv]);
+  const r = await new Deno.Command(cmd!, {
+    args,
+    env: testUserEnv(),
+    clearEnv: true,
+    cwd: "/",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: r.code, out: dec.decode(r.stdout), err: dec.decode(r.stderr) };
+}
+
+/** The three result lines of pingpong: bytes -> MB/s. */
+function pingpong(out: string): Map<number, number> {
+  const m = new Map<number, number>();
+  for (const [, n, , , bw] of out.matchAll(/^pingpong (\d+) (\d+) ([\d.]+) ([\d.]+)$/gm)) {
+    m.set(Number(n), Number(bw));
+  }
+  return m;
+}
+
+const denRun = (...args: string[]) => denPlainArgv(["run", ...args]);
+
+function t(name: string, fn: () => Promise<void>, skip = false) {
+  Deno.test({ name, ignore: ignore || skip, sanitizeResources: false, sanitizeOps: false, fn });
+}
+
+t("mpirun -np 2 den run: ping-pong up to 16 MiB completes, ranks joined (CMA)", async () => {
+  const r = await run(["mpirun", "-np", "2", ...denRun(IMG!, "--", "/usr/local/bin/pingpong")]);
+  equal(r.code, 0, `exit ${r.code} (137: hung and killed)\n${r.err}`);
+  const bw = pingpong(r.out);
+  ok(bw.has(8) && bw.has(1 << 20) && bw.has(16 << 20), r.out);
+  ok(!r.err.includes("cma-different-user-namespace"), r.err);
+});
+
+t("mpirun -np 2 den run --no-join: separate containers still complete", async () => {
+  const r = await run([
+    "mpirun",
+    "-np",
+    "2",
+    ...denRun("--no-join", "-v", IMG!, "--", "/usr/local/bin/pingpong"),
+  ]);
+  equal(r.code, 0, `exit ${r.code} (137: hung and killed)\n${r.err}`);
+  equal(pingpong(r.out).size, 3, r.out);
+  match(r.err, /OMPI_MCA_btl_vader_single_copy_mechanism=none/);
+});
+
+t("mpi4py allreduce inside the image under mpirun", async () => {
+  const r = await run([
+    "mpirun",
+    "-np",
+    "2",
+    ...denRun(
+      IMG!,
+      "--",
+      "python3",
+      "-c",
+      "from mpi4py import MPI; c = MPI.COMM_WORLD; print('sum', c.allreduce(c.rank + 1))",
+    ),
+  ]);
+  equal(r.code, 0, r.err);
+  equal(r.out, "sum 3\nsum 3\n");
+});
+
+t("srun --mpi=pmix -n 2 den run: ping-pong completes", async () => {
+  const r = await run([
+    "srun",
+    "--mpi=pmix",
+    "-n",
+    "2",
+    "--time=5",
+    ...denRun(IMG!, "--", "/usr/local/bin/pingpong"),
+  ]);
+  equal(r.code, 0, `exit ${r.code} (137: hung and killed)\n${r.err}`);
+  equal(pingpong(r.out).size, 3, r.out);
+  ok(!r.err.includes("cma-different-user-namespace"), r.err);
+}, !slurmAnswers());
+
+t("srun -n 2 den run: ranks share one container; --no-join does not", async () => {
+  const ns = async (...opts: string[]) => {
+    const r = await run([
+      "srun",
+      "-n",
+      "2",
+      "--time=5",
+      ...denRun(...opts, IMG!, "--", "readlink", "/proc/self/ns/user"),
+    ]);
+    equal(r.code, 0, r.err);
+    return new Set(r.out.trim().split("\n"));
+  };
+  equal((await ns()).size, 1);
+  equal((await ns("--no-join")).size, 2);
+}, !slurmAnswers());
