@@ -39,6 +39,7 @@ const SYMBOLS = {
     result: "i32",
   },
   kill: { parameters: ["i32", "i32"], result: "i32" },
+  signal: { parameters: ["i32", "u64"], result: "u64" },
   memcpy: { parameters: ["pointer", "buffer", "usize"], result: "pointer" },
   pipe2: { parameters: ["buffer", "i32"], result: "i32" },
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },

@@ -362,6 +362,9 @@ export async function runPlan(
     // CLONE_VM: copying den's page tables for a fork-style child costs
     // 6 ms; the child only runs libc calls on buffers of the chain, which
     // stays alive until the child has exec'd or exited.
+    // Started with SIGCHLD ignored (some batch systems do), the kernel would
+    // reap the child itself and its exit status would be lost.
+    lc.signal(SIGCHLD, SIG_DFL);
     const pid = chain.clone(
       join ? CLONE_VM | SIGCHLD : CLONE_NEWUSER | CLONE_NEWNS | CLONE_VM | SIGCHLD,
     );
@@ -463,9 +466,12 @@ async function superviseChild(
         },
       );
     }
-    for (;;) {
+    for (let failures = 0;;) {
+      // A nonblocking call runs on another thread: its errno is not ours to
+      // read. waitpid() fails only with EINTR (retried) or ECHILD, which
+      // SIGCHLD's default disposition, restored before clone(), rules out.
       const r = await lc.waitpid(pid, new Uint8Array(status.buffer), foreground ? WUNTRACED : 0);
-      if (r < 0 && errno() !== 4) throw errnoError("can't waitpid", errno());
+      if (r < 0 && ++failures > 100) throw new DenError("can't waitpid", `pid ${pid}`);
       if (r !== pid) continue;
       if ((status[0]! & 0xff) !== 0x7f) break;
       // Ctrl-Z stopped the command's process group: stop den too, so the

@@ -535,3 +535,18 @@ Deno.test({
     }
   },
 });
+
+t("started with SIGCHLD ignored, den still reports the command's status", async () => {
+  const [cmd, ...args] = asTestUser([
+    "env",
+    "--ignore-signal=CHLD",
+    ...denPlainArgv(["run", IMG, "--", "sh", "-c", "exit 5"]),
+  ]);
+  const r = await new Deno.Command(cmd!, {
+    args,
+    env: testUserEnv(),
+    clearEnv: true,
+    stderr: "piped",
+  }).output();
+  equal(r.code, 5, new TextDecoder().decode(r.stderr));
+});
