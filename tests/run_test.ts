@@ -477,34 +477,36 @@ Deno.test({
 });
 
 /** Can this process change a sysctl (root, and /proc/sys not read-only)? */
-function canWrite(path: string): boolean {
-  try {
-    Deno.openSync(path, { write: true }).close();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 Deno.test({
   name: "disabled user namespaces: one line naming the sysctl, exit 31",
-  // Needs to flip the sysctl (root outside a sandbox); restored at once.
-  ignore: ignore || !canWrite("/proc/sys/user/max_user_namespaces"),
+  // user.max_user_namespaces is per user namespace: set it to 0 in a
+  // namespace of the test's own (unshare), never on the host.
+  ignore: ignore || !which("unshare"),
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
     const knob = "/proc/sys/user/max_user_namespaces";
-    const saved = Deno.readTextFileSync(knob);
-    Deno.writeTextFileSync(knob, "0");
-    let r;
-    try {
-      r = await den(["run", IMG, "--", "true"]);
-    } finally {
-      Deno.writeTextFileSync(knob, saved);
-    }
+    const host = Deno.readTextFileSync(knob);
+    const [cmd, ...args] = asTestUser([
+      "unshare",
+      "--user",
+      "--map-root-user",
+      "sh",
+      "-c",
+      `echo 0 > ${knob} && exec "$@"`,
+      "sh",
+      ...denPlainArgv(["run", IMG, "--", "true"]),
+    ]);
+    const r = await new Deno.Command(cmd!, {
+      args,
+      env: testUserEnv(),
+      clearEnv: true,
+      stderr: "piped",
+    }).output();
+    equal(Deno.readTextFileSync(knob), host, "the host's sysctl changed");
     equal(r.code, 31);
     equal(
-      r.stderr,
+      new TextDecoder().decode(r.stderr),
       "den: error: can't clone a user namespace: No space left on device (ENOSPC)\n" +
         "den: hint: unprivileged user namespaces are disabled: sysctl user.max_user_namespaces is 0\n",
     );
