@@ -9,6 +9,7 @@ import {
   listImages,
   removeTree,
   resolveImage,
+  secureStorage,
   storageDir,
 } from "../image/store.ts";
 import { unpackImage, type UnpackProgress } from "../image/unpack_image.ts";
@@ -109,6 +110,7 @@ export async function unpackCommand(args: string[]): Promise<number> {
   let dest = destArg;
   if (isImageName(destArg)) {
     checkImageName(destArg);
+    secureStorage(values.storage, true);
     dest = imagePath(destArg, values.storage);
   }
   const quiet = values.quiet || output.verbosity < 0;
@@ -255,6 +257,7 @@ export function rmCommand(args: string[]): Promise<number> {
     return Promise.resolve(0);
   }
   if (positionals.length === 0) throw usageError("rm needs an image NAME", "see den rm --help");
+  secureStorage(values.storage);
   for (const name of positionals) {
     checkImageName(name);
     const path = imagePath(name, values.storage);

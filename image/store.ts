@@ -2,10 +2,11 @@
 import { DenError, usageError } from "../error.ts";
 import { readImageMetadata } from "./metadata.ts";
 
-/** The invoking user's name: $USER, else the passwd entry of the uid. */
+/** The invoking user's name: $USER, else the passwd entry of the uid. A
+ * $USER that is not a plain name (a "/", "." or "..") is ignored. */
 export function userName(): string {
   const env = Deno.env.get("USER");
-  if (env) return env;
+  if (env && !env.includes("/") && env !== "." && env !== ".." && !env.includes("\0")) return env;
   const uid = Deno.uid();
   try {
     for (const line of Deno.readTextFileSync("/etc/passwd").split("\n")) {
@@ -47,6 +48,84 @@ export function checkImageName(name: string): void {
   if (name.includes("\0")) throw usageError(`invalid image name: ${JSON.stringify(name)}`);
 }
 
+const modeText = (m: number) => `mode ${(m & 0o7777).toString(8).padStart(4, "0")}`;
+
+function unsafe(dir: string, part: string, why: string, hint: string): DenError {
+  return new DenError("storage directory", `${part} ${why}`, {
+    path: dir === part ? undefined : dir,
+    hint,
+  });
+}
+
+/**
+ * Check the storage directory before trusting what is in it, and create
+ * what is missing (mode 0700) when `create`. Another user must not be able
+ * to change it: each existing component of the path is a directory (or a
+ * symlink) owned by us or root, and one that others can write is allowed
+ * only when root owns it and it is sticky (/tmp, /var/tmp). Components at
+ * and below the storage directory are ours and writable by us alone.
+ * Returns the storage directory.
+ */
+export function secureStorage(storage?: string, create = false): string {
+  const dir = storageDir(storage);
+  const abs = dir.startsWith("/") ? dir : `${Deno.cwd()}/${dir}`;
+  const parts = abs.split("/").filter((p) => p && p !== ".");
+  if (parts.includes("..")) throw usageError(`storage directory: ".." in ${dir}`);
+  const me = Deno.uid() ?? 0;
+  const hint =
+    `remove it or fix its owner and mode, or choose another storage with -s or DEN_STORAGE`;
+  // The default /var/tmp/$USER/den: /var/tmp/$USER is ours too.
+  const isDefault = !storage && !Deno.env.get("DEN_STORAGE");
+  const check = (path: string, mine: boolean): boolean => {
+    let st: Deno.FileInfo;
+    try {
+      st = Deno.lstatSync(path);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw unsafe(dir, path, "cannot be checked", hint);
+      if (!create) return false;
+      try {
+        Deno.mkdirSync(path, { mode: 0o700 });
+      } catch (e2) {
+        if (!(e2 instanceof Deno.errors.AlreadyExists)) {
+          throw new DenError("can't mkdir", (e2 as Error).message.replace(/ \(os error.*$/, ""), {
+            path,
+          });
+        }
+      }
+      st = Deno.lstatSync(path);
+    }
+    const uid = st.uid ?? -1;
+    if (st.isSymlink) {
+      if (mine ? uid !== me : uid !== me && uid !== 0) {
+        throw unsafe(dir, path, `is a symlink owned by uid ${uid}`, hint);
+      }
+      return check(Deno.realPathSync(path), mine);
+    }
+    if (!st.isDirectory) throw unsafe(dir, path, "is not a directory", hint);
+    const mode = st.mode ?? 0;
+    if (mine) {
+      if (uid !== me) throw unsafe(dir, path, `is owned by uid ${uid}, not you (${me})`, hint);
+      if (mode & 0o022) throw unsafe(dir, path, `is writable by others (${modeText(mode)})`, hint);
+    } else {
+      if (uid !== me && uid !== 0) {
+        throw unsafe(dir, path, `is owned by uid ${uid}, not you or root`, hint);
+      }
+      if ((mode & 0o022) && !(uid === 0 && mode & 0o1000)) {
+        throw unsafe(dir, path, `is writable by others (${modeText(mode)})`, hint);
+      }
+    }
+    return true;
+  };
+  let path = "";
+  for (let i = 0; i < parts.length; i++) {
+    path += `/${parts[i]}`;
+    const mine = i === parts.length - 1 || (isDefault && i === parts.length - 2);
+    if (!check(path, mine)) return dir;
+  }
+  check(`${path}/img`, true);
+  return dir;
+}
+
 /** Directory of a stored image (whether or not it exists). */
 export function imagePath(name: string, storage?: string): string {
   return `${storageDir(storage)}/img/${name}`;
@@ -66,11 +145,12 @@ export function resolveImage(arg: string, storage?: string): string {
   if (!isImageName(arg) || arg === "." || arg === "..") return arg;
   const stored = imagePath(arg, storage);
   try {
-    if (Deno.statSync(stored).isDirectory) return stored;
+    if (!Deno.statSync(stored).isDirectory) return arg;
   } catch {
-    // not stored: a relative path
+    return arg; // not stored: a relative path
   }
-  return arg;
+  secureStorage(storage);
+  return stored;
 }
 
 /** One stored image, for `den images`. */
@@ -85,7 +165,7 @@ export interface StoredImage {
 
 /** Stored images, sorted by name. */
 export function listImages(storage?: string): StoredImage[] {
-  const dir = `${storageDir(storage)}/img`;
+  const dir = `${secureStorage(storage)}/img`;
   const out: StoredImage[] = [];
   let entries: Deno.DirEntry[];
   try {
