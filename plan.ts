@@ -213,7 +213,6 @@ function planEnv(
   }
   // The host's $TMPDIR is what appears at /tmp, so the variable would lie.
   env.delete("TMPDIR");
-  if (opts.home) env.set("HOME", `/home/${facts.user}`);
   if (opts.imageEnv) {
     for (const line of image?.env ?? []) {
       const eq = line.indexOf("=");
@@ -223,6 +222,8 @@ function planEnv(
       }
     }
   }
+  // --home is asked for on this command line: it wins over the image's ENV.
+  if (opts.home) env.set("HOME", `/home/${facts.user}`);
   applyEnvOps(env, opts.envOps, !opts.envNoExpand);
   env.delete("CH_RUNNING");
   env.set("CH_RUNNING", CH_RUNNING);
@@ -320,6 +321,17 @@ export function planContainer(
     const home = facts.env.find(([k]) => k === "HOME")?.[1];
     if (!home) {
       throw new DenError("--home", "$HOME not set", { exitCode: EXIT_USAGE });
+    }
+    // Both become paths: a "/" or ".." would leave the tmpfs at /home.
+    const user = facts.user;
+    if (!user || user === "." || user === ".." || /[/\0]/.test(user)) {
+      throw new DenError("--home", `$USER is not a user name: ${JSON.stringify(user)}`);
+    }
+    if (!home.startsWith("/") || home.split("/").includes("..")) {
+      throw new DenError(
+        "--home",
+        `$HOME is not an absolute path without "..": ${JSON.stringify(home)}`,
+      );
     }
     if (kindOf(fs, home) !== "dir") {
       throw new DenError("can't bind", `source not found: ${home}`);

@@ -817,3 +817,24 @@ Deno.test("planContainer() binds /etc/machine-id and Cray dirs only when host an
   const mixed = binds({ "/etc/machine-id": "dir", "/img/etc/machine-id": "file" });
   ok(!mixed.some((b) => b.startsWith("/etc/machine-id")));
 });
+
+Deno.test("planContainer() --home refuses a $USER or $HOME that would leave the tmpfs", () => {
+  for (const user of ["../../leak", "a/b", "..", "."]) {
+    throws(
+      () => plan({ home: true }, { user }),
+      denError(`--home: $USER is not a user name: ${JSON.stringify(user)}`),
+    );
+  }
+  throws(
+    () => plan({ home: true }, { env: [["HOME", "/home/../etc"], ["PATH", "/bin"]] }),
+    denError('--home: $HOME is not an absolute path without "..": "/home/../etc"'),
+  );
+});
+
+Deno.test("planContainer() --home's HOME wins over the image's ENV HOME", () => {
+  const p = plan({ home: true }, {}, { env: ["HOME=/root", "A=1"] });
+  ok(p.env.includes("HOME=/home/den"), p.env.join(" "));
+  ok(p.env.includes("A=1"));
+  // Without --home the image's value stands.
+  ok(plan({}, {}, { env: ["HOME=/root"] }).env.includes("HOME=/root"));
+});

@@ -17,6 +17,7 @@ import type { Plan } from "../plan.ts";
 import { VERSION } from "./version.ts";
 import { resolveImage } from "../image/store.ts";
 import { readImageMetadata } from "../image/metadata.ts";
+import { readFileInImage } from "../image/read_in_image.ts";
 
 export const RUN_USAGE = `Usage: den run [OPTION...] IMAGE -- CMD [ARG...]
 
@@ -236,9 +237,18 @@ function imageConfig(rootfs: string): ImageConfig | undefined {
 function readEnvFiles(ops: EnvOp[], rootfs: string): EnvOp[] {
   return ops.map((op) => {
     if (op.kind !== "file") return op;
-    const hostPath = op.path === "/ch/environment" ? `${rootfs}/ch/environment` : op.path;
+    if (op.path === "/ch/environment") {
+      // Image content: read inside the image, following no links.
+      const text = readFileInImage(rootfs, "ch/environment");
+      if (text === undefined) {
+        throw new DenError("can't open", `${op.path}: No such file or directory`, {
+          code: "ENOENT",
+        });
+      }
+      return { ...op, text };
+    }
     try {
-      return { ...op, text: Deno.readTextFileSync(hostPath) };
+      return { ...op, text: Deno.readTextFileSync(op.path) };
     } catch (e) {
       const err = e as Error & { code?: string };
       throw new DenError("can't open", `${op.path}: ${osMessage(e)}`, {

@@ -1,6 +1,7 @@
 // Image metadata beside the rootfs, where Charliecloud keeps it:
 // ROOTFS/ch/metadata.json, plus ROOTFS/ch/environment (NAME=VALUE lines)
 // for `ch-run --set-env`.
+import { readFileInImage } from "./read_in_image.ts";
 import { DenError } from "../error.ts";
 
 /** What den run needs from an image config, in ch/metadata.json. */
@@ -51,18 +52,8 @@ export const ENVIRONMENT_PATH = "ch/environment";
  */
 export function readImageMetadata(rootfs: string): ImageMetadata | undefined {
   const path = `${rootfs}/${METADATA_PATH}`;
-  let text: string;
-  try {
-    text = Deno.readTextFileSync(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) {
-      return undefined;
-    }
-    throw new DenError("read image metadata", (e as Error).message.replace(/ \(os error.*$/, ""), {
-      path,
-      code: (e as { code?: string }).code,
-    });
-  }
+  const text = readFileInImage(rootfs, METADATA_PATH);
+  if (text === undefined) return undefined;
   let v: unknown;
   try {
     v = JSON.parse(text);

@@ -321,10 +321,12 @@ t("killing den kills the container's process", async () => {
 
 t("a named image in storage runs by name", async () => {
   const storage = `${work!.path}/storage`;
-  Deno.mkdirSync(`${storage}/img`, { recursive: true });
-  Deno.chmodSync(storage, 0o777);
-  Deno.chmodSync(`${storage}/img`, 0o777);
+  Deno.mkdirSync(`${storage}/img`, { recursive: true, mode: 0o700 });
   buildBusyboxImage(`${storage}/img/bb`);
+  // The storage belongs to the user who runs den (checked before use).
+  const { uid, gid } = testUser();
+  Deno.chownSync(storage, uid, gid);
+  Deno.chownSync(`${storage}/img`, uid, gid);
   const r = await den(["run", "-s", storage, "bb", "--", "cat", "/etc/image-marker"]);
   equal(r.stdout, "busybox test image\n");
   const e = await den(["run", "bb", "--", "true"], { env: { DEN_STORAGE: storage } });
@@ -551,4 +553,28 @@ t("started with SIGCHLD ignored, den still reports the command's status", async 
     stderr: "piped",
   }).output();
   equal(r.code, 5, new TextDecoder().decode(r.stderr));
+});
+
+t("image files den reads on the host are never followed out of the image", async () => {
+  // A hostile image: ch/environment points at the caller's private file.
+  const img = `${work!.path}/hostile-env`;
+  buildBusyboxImage(img);
+  const secret = `${work!.path}/secret.env`;
+  Deno.writeTextFileSync(secret, "SECRET=leaked\n");
+  Deno.symlinkSync(secret, `${img}/ch/environment`);
+  const r = await den(["run", "--set-env", img, "--", "env"]);
+  equal(r.code, 31, r.stderr);
+  ok(!r.stdout.includes("leaked"));
+  equal(
+    r.stderr,
+    `den: error: can't read image file ch/environment ${img}: ch/environment is a symlink\n`,
+  );
+  // ch/metadata.json is read on every run: same rule.
+  Deno.removeSync(`${img}/ch/environment`);
+  Deno.writeTextFileSync(secret, '{"env_list":["SECRET=leaked"]}');
+  Deno.symlinkSync(secret, `${img}/ch/metadata.json`);
+  const m = await den(["run", img, "--", "env"]);
+  equal(m.code, 31, m.stderr);
+  ok(!m.stdout.includes("leaked"));
+  match(m.stderr, /ch\/metadata.json is a symlink/);
 });
