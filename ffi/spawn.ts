@@ -18,13 +18,11 @@ import {
   O_CLOEXEC,
   PR_SET_NO_NEW_PRIVS,
   PR_SET_PDEATHSIG,
-  SIG_BLOCK,
   SIG_DFL,
   SIG_SETMASK,
   SIGCHLD,
   SIGNALS,
   sysPivotRoot,
-  WUNTRACED,
 } from "./constants.ts";
 import { errnoError, strerror } from "./errno.ts";
 import { cString, errno, libc, symbolAddress } from "./libc.ts";
@@ -382,9 +380,6 @@ export async function runPlan(
       restoreEnviron();
     };
     try {
-      // Its own process group, in the terminal's foreground if den is, so
-      // Ctrl-C reaches the command once, not also through den.
-      lc.setpgid(pid, pid);
       if (!join) writeIdMaps(pid, plan);
       lc.write(syncWrite, new Uint8Array([1]), 1n);
       const reports = new Int32Array(
@@ -439,11 +434,16 @@ async function superviseChild(
   childDone: () => void,
 ): Promise<number> {
   const lc = libc();
-  const foreground = Deno.stdin.isTerminal() &&
-    lc.tcgetpgrp(0) === lc.getpgrp();
-  if (foreground) lc.tcsetpgrp(0, pid);
+  // The command stays in den's process group, as with ch-run (which execs)
+  // and system(3): pipelines into pagers, `&`, Ctrl-Z and `fg` are the
+  // shell's business and work unchanged. A Ctrl-C or Ctrl-\\ from the
+  // terminal reaches the whole foreground group, command included, so den
+  // does not pass those on again; sent to den alone, they are passed on.
   const forward = FORWARDED_SIGNALS.map((sig) => {
-    const fn = () => lc.kill(pid, SIGNALS[sig]!);
+    const fromTerminal = sig === "SIGINT" || sig === "SIGQUIT";
+    const fn = () => {
+      if (!(fromTerminal && inTerminalForeground())) lc.kill(pid, SIGNALS[sig]!);
+    };
     Deno.addSignalListener(sig, fn);
     return [sig, fn] as const;
   });
@@ -470,34 +470,27 @@ async function superviseChild(
       // A nonblocking call runs on another thread: its errno is not ours to
       // read. waitpid() fails only with EINTR (retried) or ECHILD, which
       // SIGCHLD's default disposition, restored before clone(), rules out.
-      const r = await lc.waitpid(pid, new Uint8Array(status.buffer), foreground ? WUNTRACED : 0);
+      const r = await lc.waitpid(pid, new Uint8Array(status.buffer), 0);
       if (r < 0 && ++failures > 100) throw new DenError("can't waitpid", `pid ${pid}`);
-      if (r !== pid) continue;
-      if ((status[0]! & 0xff) !== 0x7f) break;
-      // Ctrl-Z stopped the command's process group: stop den too, so the
-      // shell sees the job stop; on `fg`, hand the terminal back and resume.
-      takeTerminal(lc.getpgrp());
-      lc.kill(Deno.pid, SIGNALS.SIGSTOP!);
-      if (lc.tcgetpgrp(0) === lc.getpgrp()) takeTerminal(pid); // `fg`, not `bg`
-      lc.kill(-pid, SIGNALS.SIGCONT!);
+      if (r === pid) break;
     }
+    // The listeners go in the same turn as the wait: no signal can reach
+    // a reused pid.
     return statusToExit(status[0]!);
   } finally {
     for (const [sig, fn] of forward) Deno.removeSignalListener(sig, fn);
-    if (foreground) takeTerminal(lc.getpgrp());
   }
 }
 
-/** Make pgrp the terminal's foreground process group. */
-function takeTerminal(pgrp: number): void {
+/** Is den in the foreground process group of its controlling terminal? */
+function inTerminalForeground(): boolean {
   const lc = libc();
-  // den may be in the background of its terminal now: tcsetpgrp() would
-  // stop it with SIGTTOU unless that is blocked (in this thread, which is
-  // the one the kernel checks).
-  const set = new Uint8Array(128);
-  set[2] = 1 << (SIGNALS.SIGTTOU! - 1 - 16);
-  const old = new Uint8Array(128);
-  lc.sigprocmask(SIG_BLOCK, set, old);
-  lc.tcsetpgrp(0, pgrp);
-  lc.sigprocmask(SIG_SETMASK, old, null);
+  const O_NOCTTY = 0o400;
+  const fd = lc.open(cString("/dev/tty"), O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return false; // no controlling terminal
+  try {
+    return lc.tcgetpgrp(fd) === lc.getpgrp();
+  } finally {
+    lc.close(fd);
+  }
 }

@@ -420,7 +420,8 @@ if (work) {
 async function onTerminal(argv: string[], input: string, delayMs: number): Promise<DenTerm> {
   const quoted = asTestUser(argv).map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(" ");
   const child = new Deno.Command("script", {
-    args: ["-qec", quoted, "/dev/null"],
+    // exec: no shell in between to take its own share of a Ctrl-C.
+    args: ["-qec", `exec ${quoted}`, "/dev/null"],
     env: testUserEnv(),
     clearEnv: true,
     stdin: "piped",
@@ -577,4 +578,64 @@ t("image files den reads on the host are never followed out of the image", async
   equal(m.code, 31, m.stderr);
   ok(!m.stdout.includes("leaked"));
   match(m.stderr, /ch\/metadata.json is a symlink/);
+});
+
+/** Run a script in an interactive bash (job control on) on a terminal
+ * made by script(1); `keys` are typed after `delayMs`. */
+async function inInteractiveBash(script: string, keys = "", delayMs = 0) {
+  const [cmd, ...args] = asTestUser([
+    "script",
+    "-qec",
+    `bash --norc -i -c ${JSON.stringify(script)}`,
+    "/dev/null",
+  ]);
+  const child = new Deno.Command(cmd!, {
+    args,
+    env: { ...testUserEnv(), TERM: "dumb", DEN: denPlainArgv([]).join(" "), IMG },
+    clearEnv: true,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const w = child.stdin.getWriter();
+  if (keys) {
+    await new Promise((r) => setTimeout(r, delayMs));
+    await w.write(new TextEncoder().encode(keys));
+  }
+  const timer = setTimeout(() => child.kill("SIGKILL"), 30000);
+  const r = await child.output().finally(() => clearTimeout(timer));
+  await w.close().catch(() => {});
+  return new TextDecoder().decode(r.stdout).replaceAll("\r", "");
+}
+
+Deno.test({
+  name: "a pipeline reading the terminal is not stopped (the command stays in den's group)",
+  ignore: ignore || !which("script"),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const out = await inInteractiveBash(
+      "$DEN run $IMG -- sleep 1 | sh -c 'sleep 0.3; stty sane </dev/tty && echo pipeline-ok'; " +
+        "echo status=$?",
+    );
+    match(out, /pipeline-ok\nstatus=0/);
+    ok(!/Stopped/.test(out), out);
+  },
+});
+
+Deno.test({
+  name: "Ctrl-C in an interactive bash (job control) reaches the command once",
+  ignore: ignore || !which("script"),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const out = await inInteractiveBash(
+      "$DEN run $IMG -- sh -c 'trap \"echo got-int\" INT; echo ready; sleep 3 & wait; echo done'; " +
+        "echo status=$?",
+      "\x03",
+      2500,
+    );
+    equal(out.match(/got-int/g)?.length, 1, out);
+    match(out, /done\nstatus=0/);
+  },
 });
