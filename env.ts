@@ -39,7 +39,8 @@ export function parseEnvLine(line: string, where: string): [string, string] {
 export function expandValue(value: string, env: Env): string {
   const parts: string[] = [];
   for (const el of value.split(":")) {
-    if (!el.startsWith("$")) {
+    // A lone "$" names no variable: it stays as it is.
+    if (!el.startsWith("$") || el === "$") {
       parts.push(el);
       continue;
     }
@@ -74,13 +75,20 @@ export function globToRegExp(glob: string): RegExp {
   return new RegExp(`^${re}$`, "s");
 }
 
-/** Apply --set-env/--unset-env operations, in order, to env (mutated). */
-export function applyEnvOps(env: Env, ops: EnvOp[], expand: boolean): void {
+/** Apply --set-env/--unset-env operations, in order, to env (mutated);
+ * `note` hears each variable set, as ch-run -v says it. */
+export function applyEnvOps(
+  env: Env,
+  ops: EnvOp[],
+  expand: boolean,
+  note: (line: string) => void = () => {},
+): void {
   const set = (line: string, where: string) => {
     const [name, value] = parseEnvLine(line, where);
     const expanded = expand ? expandValue(value, env) : value;
     env.delete(name);
     env.set(name, expanded);
+    note(`environment: ${name}=${expanded}`);
   };
   for (const op of ops) {
     switch (op.kind) {

@@ -77,7 +77,12 @@ Deno.test("expandValue() replaces elements that start with '$'", () => {
 Deno.test("expandValue() drops elements that expand to nothing", () => {
   strictEqual(expandValue("$HOME:$NOPE:x", HOME_ENV), "/home/den:x");
   strictEqual(expandValue("$NOPE", HOME_ENV), "");
-  strictEqual(expandValue("$", HOME_ENV), "");
+});
+
+Deno.test("expandValue() keeps a lone '$' (it names no variable), as ch-run", () => {
+  strictEqual(expandValue("$", HOME_ENV), "$");
+  strictEqual(expandValue("bar:$", HOME_ENV), "bar:$");
+  strictEqual(expandValue("$:x", HOME_ENV), "$:x");
 });
 
 Deno.test("expandValue() drops a variable that is set but empty", () => {

@@ -87,6 +87,8 @@ export interface Plan {
   /** Host directory for den's short-lived files (host $TMPDIR or /tmp). */
   tmpdir: string;
   warnings: string[];
+  /** What -v says about the plan, in ch-run's words. */
+  notes: string[];
 }
 
 export const CH_RUNNING = "Weird Al Yankovic";
@@ -204,6 +206,7 @@ function planEnv(
   facts: HostFacts,
   image: ImageConfig | undefined,
   warnings: string[],
+  notes: string[],
 ): string[] {
   const env: Env = new Map(facts.env);
   const path = env.get("PATH");
@@ -224,7 +227,7 @@ function planEnv(
   }
   // --home is asked for on this command line: it wins over the image's ENV.
   if (opts.home) env.set("HOME", `/home/${facts.user}`);
-  applyEnvOps(env, opts.envOps, !opts.envNoExpand);
+  applyEnvOps(env, opts.envOps, !opts.envNoExpand, (n) => notes.push(n));
   env.delete("CH_RUNNING");
   env.set("CH_RUNNING", CH_RUNNING);
   return [...env].map(([k, v]) => `${k}=${v}`);
@@ -242,6 +245,7 @@ export function planContainer(
 ): Plan {
   const fs = facts.fs;
   const warnings: string[] = [];
+  const notes: string[] = [];
   const create: Plan["create"] = [];
   const ops: MountOp[] = [];
 
@@ -291,6 +295,8 @@ export function planContainer(
   const uid = opts.uid ?? facts.uid;
   const gid = opts.gid ?? facts.gid;
   if (!opts.noPasswd) {
+    if (!facts.passwdEntry(uid)) notes.push(`UID ${uid} not found; using dummy info`);
+    if (facts.groupName(gid) === undefined) notes.push(`GID ${gid} not found; using dummy info`);
     ops.push({
       kind: "bind-file",
       content: passwdFile(uid, gid, facts),
@@ -320,7 +326,7 @@ export function planContainer(
   if (opts.home) {
     const home = facts.env.find(([k]) => k === "HOME")?.[1];
     if (!home) {
-      throw new DenError("--home", "$HOME not set", { exitCode: EXIT_USAGE });
+      throw new DenError("", "--home failed: $HOME not set");
     }
     // Both become paths: a "/" or ".." would leave the tmpfs at /home.
     const user = facts.user;
@@ -394,8 +400,9 @@ export function planContainer(
     cwd,
     cwdOptional: opts.cd === undefined,
     argv,
-    env: planEnv(opts, facts, image, warnings),
+    env: planEnv(opts, facts, image, warnings, notes),
     tmpdir: hostTmp,
     warnings,
+    notes,
   };
 }

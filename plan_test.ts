@@ -518,7 +518,7 @@ Deno.test("planContainer() --home: tmpfs on /home, mkdir, bind $HOME", () => {
 Deno.test("planContainer() --home needs $HOME", () => {
   throws(
     () => plan({ home: true }, { env: [["PATH", "/bin"]] }),
-    denError("--home: $HOME not set", { exit: 64 }),
+    denError("--home failed: $HOME not set"),
   );
   throws(
     () => plan({ home: true }, { env: [["HOME", "/home/gone"]] }),
@@ -837,4 +837,15 @@ Deno.test("planContainer() --home's HOME wins over the image's ENV HOME", () => 
   ok(p.env.includes("A=1"));
   // Without --home the image's value stands.
   ok(plan({}, {}, { env: ["HOME=/root"] }).env.includes("HOME=/root"));
+});
+
+Deno.test("planContainer() notes what -v says: dummy ids, each variable set", () => {
+  const p = plan({ uid: 8675309, gid: 8675310, envOps: [{ kind: "set", text: "foo=$test:app" }] });
+  deepStrictEqual(p.notes, [
+    "UID 8675309 not found; using dummy info",
+    "GID 8675310 not found; using dummy info",
+    "environment: foo=app",
+  ]);
+  const raw = plan({ envNoExpand: true, envOps: [{ kind: "set", text: "foo=$test:app" }] });
+  deepStrictEqual(raw.notes, ["environment: foo=$test:app"]);
 });

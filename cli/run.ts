@@ -30,6 +30,7 @@ as ch-run does: unprivileged user and mount namespaces, no setuid, no daemon.
       --feature=FEAT     exit successfully if FEAT is enabled ("list" lists)
   -g, --gid=GID          run as GID within container
       --home             mount host $HOME at guest /home/$USER
+      --no-home          don't bind $HOME (the default; as ch-run 0.31)
       --no-image-env     don't apply the image's ENV (from den unpack)
       --no-passwd        don't bind-mount /etc/{passwd,group}
       --set-env[=ARG]    set environment variables per ARG (NAME=VALUE or a
@@ -97,6 +98,8 @@ const RUN_OPTIONS: Record<string, OptionSpec> = {
   gid: { short: "g", takes: "value" },
   home: { takes: "flag" },
   "no-image-env": { takes: "flag" },
+  // ch-run 0.31's default, accepted so its command lines work unchanged.
+  "no-home": { takes: "flag" },
   "no-passwd": { takes: "flag" },
   "set-env": { takes: "optional" },
   storage: { short: "s", takes: "value" },
@@ -140,17 +143,21 @@ export function parseRunArgs(args: string[]): RunRequest {
           text: "",
         });}
     } else if (t.name === "unset-env") {
-      if (!t.value) throw usageError("--unset-env: GLOB must have length > 0");
+      if (!t.value) throw new DenError("", "--unset-env: GLOB must have non-zero length");
       envOps.push({ kind: "unset", glob: t.value });
     }
   }
   const binds = parsed.options.filter((o) => o.name === "bind").map(
     ({ value: b = "" }) => {
+      // ch-run's checks and words; invalid values exit 31, not 64.
       const i = b.indexOf(":");
       const source = i < 0 ? b : b.slice(0, i);
       const target = i < 0 ? undefined : b.slice(i + 1);
-      if (source === "" || target === "") {
-        throw usageError(`--bind: no source or destination: ${b}`);
+      if (source === "") throw new DenError("", "--bind: no source provided");
+      if (target === "") throw new DenError("", "--bind: no destination provided");
+      if (target === "/") throw new DenError("", "--bind: destination can't be /");
+      if (target !== undefined && !target.startsWith("/")) {
+        throw new DenError("", "--bind: destination must be absolute");
       }
       return { source, target };
     },
@@ -319,6 +326,7 @@ export async function runCommand(args: string[]): Promise<number> {
   const facts = await hostFacts();
   const plan = planContainer(opts, facts, rootfs, imageConfig(rootfs));
   for (const w of plan.warnings) warn(w);
+  for (const n of plan.notes) verbose(n);
   if (opts.dryRun) {
     out(JSON.stringify(plan, null, 2));
     return 0;

@@ -199,10 +199,14 @@ Deno.test("parseRunArgs() keeps --set-env and --unset-env in order", () => {
   );
 });
 
-Deno.test("parseRunArgs() rejects an empty --unset-env", () => {
+/** A DenError with exactly this message and exit status 31 (invalid value). */
+const invalid = (message: string) => (e: unknown) =>
+  e instanceof DenError && e.message === message && e.exitCode === 31;
+
+Deno.test("parseRunArgs() rejects an empty --unset-env (31, current Charliecloud)", () => {
   throws(
     () => parseRunArgs(["--unset-env=", "img"]),
-    usage("--unset-env: GLOB must have length > 0"),
+    invalid("--unset-env: GLOB must have non-zero length"),
   );
 });
 
@@ -219,19 +223,21 @@ Deno.test("parseRunArgs() keeps binds in order", () => {
   ]);
 });
 
-Deno.test("parseRunArgs() rejects a bind without source or destination", () => {
-  throws(
-    () => parseRunArgs(["-b", ":/x", "img"]),
-    usage("--bind: no source or destination: :/x"),
-  );
-  throws(
-    () => parseRunArgs(["-b", "/x:", "img"]),
-    usage("--bind: no source or destination: /x:"),
-  );
-  throws(
-    () => parseRunArgs(["--bind=", "img"]),
-    usage("--bind: no source or destination: "),
-  );
+Deno.test("parseRunArgs() checks -b as ch-run, in its words", () => {
+  const cases: [string, string][] = [
+    [":/x", "--bind: no source provided"],
+    ["", "--bind: no source provided"],
+    ["/x:", "--bind: no destination provided"],
+    ["/x:/", "--bind: destination can't be /"],
+    ["/x:foo", "--bind: destination must be absolute"],
+  ];
+  for (const [arg, message] of cases) {
+    throws(() => parseRunArgs(["-b", arg, "img"]), invalid(message));
+  }
+});
+
+Deno.test("parseRunArgs() accepts ch-run 0.31's --no-home", () => {
+  strictEqual(run("--no-home", "img").home, false);
 });
 
 Deno.test("parseRunArgs() -u and -g take decimal ids", () => {

@@ -101,6 +101,7 @@ export const ERRNO_NAMES: Record<number, string> = {
   38: "ENOSYS",
   40: "ELOOP",
   98: "EADDRINUSE",
+  104: "ECONNRESET",
   111: "ECONNREFUSED",
   95: "EOPNOTSUPP",
 };

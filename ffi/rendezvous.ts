@@ -35,6 +35,7 @@ const MSG_DONTWAIT = 0x40;
 const EADDRINUSE = 98;
 const ECONNREFUSED = 111;
 const EAGAIN = 11;
+const ECONNRESET = 104;
 
 /** The container's namespaces, as open file descriptors. */
 export interface Namespaces {
@@ -126,6 +127,8 @@ function receive(fd: number, flags = 0): { words: Int32Array; fds: number[] } | 
   if (n < 0) {
     const code = errno();
     if (code === EAGAIN) throw new TimeoutError();
+    // The server closed with our connection not yet accepted: it left.
+    if (code === ECONNRESET) return undefined;
     throw errnoError("join: can't receive from peer group", code);
   }
   if (n === 0) return undefined;

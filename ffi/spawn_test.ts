@@ -100,6 +100,7 @@ const PLAN: Plan = {
   env: ["PATH=/bin"],
   tmpdir: "/tmp",
   warnings: [],
+  notes: [],
 };
 
 const IO: ChainInputs = {

@@ -153,6 +153,18 @@ t("kill -9 of the first peer leaves nothing; the next run starts a new group", a
   equal([...Deno.readDirSync("/dev/shm")].length, shm, "something was left in /dev/shm");
 });
 
+t("many peers whose commands exit at once all succeed", async () => {
+  // The first peer's container may be gone before the others connect: they
+  // start over (a new group) instead of failing.
+  for (let round = 0; round < 3; round++) {
+    const peers = Array.from(
+      { length: 8 },
+      () => den(["run", "--join-ct=8", `--join-tag=fast${round}`, IMG, "--", "true"]),
+    );
+    for (const r of await Promise.all(peers)) equal(r.code, 0, r.stderr);
+  }
+});
+
 t("join errors: one line, exit 31, ch-run's wording", async () => {
   const cases: [string[], Record<string, string>, RegExp][] = [
     [["--join"], {}, /^den: error: join: no valid peer group size found$/m],
