@@ -1,9 +1,12 @@
-// `deno task bench`: den run's benchmark, then image unpacking's when
-// tests/bench_unpack.ts is there (it is written separately).
+// `deno task bench`: den run's benchmark, then den under MPI launchers
+// (tests/bench_mpi.ts), then image unpacking's when tests/bench_unpack.ts is
+// there (it is written separately).
 
+import { benchMpi } from "./bench_mpi.ts";
 import { benchRun } from "./bench_run.ts";
 
 await benchRun();
+await benchMpi();
 
 const unpack = new URL("./bench_unpack.ts", import.meta.url);
 let present = true;
