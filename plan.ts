@@ -278,9 +278,11 @@ export function planContainer(
 
   for (const d of DEFAULT_BINDS) {
     if (d.optional) {
-      const target = resolveInRoot(rootfs, d.path, fs);
+      // Most hosts lack most of these: look in the image only when needed.
       const host = kindOf(fs, d.path);
-      if (host === undefined || host === "other" || kindOf(fs, target) !== host) continue;
+      if (host === undefined || host === "other") continue;
+      const target = resolveInRoot(rootfs, d.path, fs);
+      if (kindOf(fs, target) !== host) continue;
       ops.push({ kind: "bind", source: d.path, target, recursive: host === "dir" });
     } else {
       ops.push({

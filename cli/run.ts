@@ -206,14 +206,21 @@ function osMessage(e: unknown): string {
   );
 }
 
+/** The host's file system for the planner; each answer is kept for the
+ * run (a failed lstat costs a thrown error, and the planner asks again). */
+const kinds = new Map<string, ReturnType<HostView["lkind"]>>();
 const hostView: HostView = {
   lkind(path) {
+    if (kinds.has(path)) return kinds.get(path);
+    let kind: ReturnType<HostView["lkind"]>;
     try {
       const s = Deno.lstatSync(path);
-      return s.isSymlink ? "symlink" : s.isDirectory ? "dir" : s.isFile ? "file" : "other";
+      kind = s.isSymlink ? "symlink" : s.isDirectory ? "dir" : s.isFile ? "file" : "other";
     } catch {
-      return undefined;
+      kind = undefined;
     }
+    kinds.set(path, kind);
+    return kind;
   },
   readlink: (path) => Deno.readLinkSync(path),
 };

@@ -1,5 +1,8 @@
-// The one Deno.dlopen() table of den. It is opened on first use so that
-// `den --help` and the pure tests need no --allow-ffi.
+// The one libc table of den. Opened on first use (so `den --help` and the
+// pure tests need no --allow-ffi), and each function is bound on first call:
+// Deno.dlopen() compiles a trampoline per symbol, 3-4 ms for this table,
+// paid by every MPI rank; one dlopen of dlsym plus an UnsafeFnPointer per
+// function a run uses costs a fraction of that.
 
 const SYMBOLS = {
   dlsym: { parameters: ["pointer", "buffer"], result: "pointer" },
@@ -71,17 +74,42 @@ const SYMBOLS = {
   sendmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   open: { parameters: ["buffer", "i32"], result: "i32" },
-  getppid: { parameters: [], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 export type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
-let lib: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+const DLSYM = {
+  dlsym: { parameters: ["pointer", "buffer"], result: "pointer" },
+} as const satisfies Deno.ForeignLibraryInterface;
 
-/** The libc symbol table, opened on first use. */
+let table: Libc | undefined;
+
+/** The libc symbol table; each function is looked up on first use. */
 export function libc(): Libc {
-  lib ??= Deno.dlopen("libc.so.6", SYMBOLS);
-  return lib.symbols;
+  if (table) return table;
+  const { dlsym } = Deno.dlopen("libc.so.6", DLSYM).symbols;
+  const t: Record<string, unknown> = {};
+  for (const [key, def] of Object.entries(SYMBOLS)) {
+    Object.defineProperty(t, key, {
+      configurable: true,
+      enumerable: true,
+      get() {
+        const name = "name" in def ? def.name : key;
+        const p = key === "dlsym" ? null : dlsym(null, cString(name));
+        const fn = p === null ? dlsym : bind(p, def, name);
+        Object.defineProperty(t, key, { value: fn, enumerable: true });
+        return fn;
+      },
+    });
+  }
+  return table = t as Libc;
+}
+
+function bind(p: Deno.PointerObject, def: Deno.ForeignFunction, name: string): unknown {
+  if (p === null) throw new Error(`internal error: dlsym ${name} not found`);
+  const fp = p as Deno.PointerObject<Omit<Deno.ForeignFunction, "nonblocking">>;
+  const f = new Deno.UnsafeFnPointer(fp, def);
+  return f.call.bind(f);
 }
 
 const encoder = new TextEncoder();
