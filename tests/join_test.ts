@@ -165,6 +165,30 @@ t("many peers whose commands exit at once all succeed", async () => {
   }
 });
 
+t("a peer gives up after DEN_JOIN_TIMEOUT with one line naming the tag", async () => {
+  const first = spawnDen(peer("stuck", 2, "stuck.1", 30));
+  await waitForFile(`${OUT}/stuck.1`);
+  Deno.kill(first.pid, "SIGSTOP"); // the server can no longer answer
+  try {
+    const t0 = Date.now();
+    const r = await den(peer("stuck", 2, "stuck.2", 0), { env: { DEN_JOIN_TIMEOUT: "2" } });
+    equal(r.code, 31, r.stderr);
+    match(
+      r.stderr,
+      new RegExp(
+        `^den: error: join: timed out after 2 s waiting for peer group "stuck": ` +
+          `the first peer \\(pid ${first.pid}\\) did not answer$`,
+        "m",
+      ),
+    );
+    ok(Date.now() - t0 < 15000);
+  } finally {
+    Deno.kill(first.pid, "SIGCONT");
+    first.kill();
+    await first.output;
+  }
+});
+
 t("join errors: one line, exit 31, ch-run's wording", async () => {
   const cases: [string[], Record<string, string>, RegExp][] = [
     [["--join"], {}, /^den: error: join: no valid peer group size found$/m],
