@@ -90,15 +90,28 @@ function mountFlags(path: string): number {
  * cannot be the source of a bind mount in another mount namespace (EINVAL),
  * so this is a file that runPlan() deletes once the child has bound it. */
 function tempFile(name: string, content: string, tmpdir: string): string {
-  try {
-    const path = Deno.makeTempFileSync({ dir: tmpdir, prefix: `den-${name}.` });
-    Deno.writeTextFileSync(path, content);
+  const bytes = new TextEncoder().encode(content);
+  for (let attempt = 0;; attempt++) {
+    const rand = crypto.getRandomValues(new Uint8Array(6));
+    const suffix = [...rand].map((b) => b.toString(16).padStart(2, "0")).join("");
+    const path = `${tmpdir}/den-${name}.${suffix}`;
+    let file: Deno.FsFile;
+    try {
+      // O_CREAT|O_EXCL, 0600: never someone else's file, never a symlink.
+      file = Deno.openSync(path, { write: true, createNew: true, mode: 0o600 });
+    } catch (e) {
+      if (e instanceof Deno.errors.AlreadyExists && attempt < 10) continue;
+      throw new DenError("can't write temporary file", (e as Error).message, {
+        path: tmpdir,
+        cause: e,
+      });
+    }
+    try {
+      for (let off = 0; off < bytes.length;) off += file.writeSync(bytes.subarray(off));
+    } finally {
+      file.close();
+    }
     return path;
-  } catch (e) {
-    throw new DenError("can't write temporary file", (e as Error).message, {
-      path: tmpdir,
-      cause: e,
-    });
   }
 }
 
@@ -171,6 +184,8 @@ function createMountPoints(plan: Plan): void {
 export interface ChainInputs {
   /** Read end of the pipe den writes to: id maps done, then the gate byte. */
   syncRead: number;
+  /** Its write end, which the child closes: if den dies, reads see EOF. */
+  syncWrite: number;
   /** Address of libc's `environ` variable. */
   environ: bigint;
   /** Host file that holds the content of a bind-file op. */
@@ -227,6 +242,10 @@ function addPrologue(chain: ChainSink, io: ChainInputs): void {
   // If den dies, so does the container (PDEATHSIG follows the thread that
   // called clone, Deno's main thread, which lives as long as den).
   chain.call("prctl", PR_SET_PDEATHSIG, SIGNALS.SIGKILL!, 0, 0, 0);
+  // Had den died before prctl(), nothing would kill the child: with den's
+  // copy of the write end the only one left, the reads below see EOF, the
+  // gate stays shut and the child exits at the failed execvp().
+  chain.call("close", io.syncWrite);
   chain.call("read", io.syncRead, chain.buffer(8).address, 1);
 }
 
@@ -322,6 +341,8 @@ export async function runPlan(
 ): Promise<number> {
   const lc = libc();
   const join = hooks.join;
+  let child = 0;
+  const stopForwarding = forwardSignals(() => child);
   if (!join) createMountPoints(plan);
   const [syncRead, syncWrite] = pipe();
   const [reportRead, reportWrite] = pipe();
@@ -341,6 +362,7 @@ export async function runPlan(
   try {
     const io: ChainInputs = {
       syncRead,
+      syncWrite,
       environ: BigInt(Deno.UnsafePointer.value(environ)),
       fileSource(op) {
         const path = tempFile(
@@ -373,6 +395,7 @@ export async function runPlan(
         hint: usernsHint(),
       });
     }
+    child = pid;
     closeAll(reportWrite, syncRead);
     const kill = () => {
       lc.kill(pid, SIGNALS.SIGKILL!);
@@ -419,6 +442,9 @@ export async function runPlan(
       },
     );
   } finally {
+    // Right after the wait, in the same turn: no signal can reach a reused pid.
+    child = 0;
+    stopForwarding();
     closeAll(syncWrite, reportRead);
     removeTemps();
   }
@@ -434,52 +460,58 @@ async function superviseChild(
   childDone: () => void,
 ): Promise<number> {
   const lc = libc();
-  // The command stays in den's process group, as with ch-run (which execs)
-  // and system(3): pipelines into pagers, `&`, Ctrl-Z and `fg` are the
-  // shell's business and work unchanged. A Ctrl-C or Ctrl-\\ from the
-  // terminal reaches the whole foreground group, command included, so den
-  // does not pass those on again; sent to den alone, they are passed on.
+  lc.write(syncWrite, new Uint8Array([gateByte]), 1n);
+  const failed = readFull(reportRead, 4);
+  const status = new Int32Array(1);
+  if (failed.length === 4) {
+    lc.waitpid_now(pid, new Uint8Array(status.buffer), 0);
+  }
+  childDone();
+  if (failed.length === 4) {
+    const code = new Int32Array(failed.slice().buffer)[0]!;
+    throw new DenError(
+      "can't execve(2)",
+      `${plan.argv[0]}: ${strerror(code)}`,
+      {
+        code: ERRNO_NAMES[code],
+        exitCode: EXIT_CMD,
+      },
+    );
+  }
+  for (let failures = 0;;) {
+    // A nonblocking call runs on another thread: its errno is not ours to
+    // read. waitpid() fails only with EINTR (retried) or ECHILD, which
+    // SIGCHLD's default disposition, restored before clone(), rules out.
+    const r = await lc.waitpid(pid, new Uint8Array(status.buffer), 0);
+    if (r < 0 && ++failures > 100) throw new DenError("can't waitpid", `pid ${pid}`);
+    if (r === pid) break;
+  }
+  return statusToExit(status[0]!);
+}
+
+/**
+ * Pass signals sent to den on to the container's process, from before den
+ * writes any temporary file (a SIGTERM then cannot kill den and leave them
+ * behind): until there is a process the signal waits in Deno's queue.
+ *
+ * The command stays in den's process group, as with ch-run (which execs)
+ * and system(3): pipelines into pagers, `&`, Ctrl-Z and `fg` are the
+ * shell's business and work unchanged. A Ctrl-C or Ctrl-\\ from the
+ * terminal reaches the whole foreground group, command included, so den
+ * does not pass those on again; sent to den alone, they are passed on.
+ */
+function forwardSignals(target: () => number): () => void {
+  const lc = libc();
   const forward = FORWARDED_SIGNALS.map((sig) => {
     const fromTerminal = sig === "SIGINT" || sig === "SIGQUIT";
     const fn = () => {
-      if (!(fromTerminal && inTerminalForeground())) lc.kill(pid, SIGNALS[sig]!);
+      const pid = target();
+      if (pid > 0 && !(fromTerminal && inTerminalForeground())) lc.kill(pid, SIGNALS[sig]!);
     };
     Deno.addSignalListener(sig, fn);
     return [sig, fn] as const;
   });
-  try {
-    lc.write(syncWrite, new Uint8Array([gateByte]), 1n);
-    const failed = readFull(reportRead, 4);
-    const status = new Int32Array(1);
-    if (failed.length === 4) {
-      lc.waitpid_now(pid, new Uint8Array(status.buffer), 0);
-    }
-    childDone();
-    if (failed.length === 4) {
-      const code = new Int32Array(failed.slice().buffer)[0]!;
-      throw new DenError(
-        "can't execve(2)",
-        `${plan.argv[0]}: ${strerror(code)}`,
-        {
-          code: ERRNO_NAMES[code],
-          exitCode: EXIT_CMD,
-        },
-      );
-    }
-    for (let failures = 0;;) {
-      // A nonblocking call runs on another thread: its errno is not ours to
-      // read. waitpid() fails only with EINTR (retried) or ECHILD, which
-      // SIGCHLD's default disposition, restored before clone(), rules out.
-      const r = await lc.waitpid(pid, new Uint8Array(status.buffer), 0);
-      if (r < 0 && ++failures > 100) throw new DenError("can't waitpid", `pid ${pid}`);
-      if (r === pid) break;
-    }
-    // The listeners go in the same turn as the wait: no signal can reach
-    // a reused pid.
-    return statusToExit(status[0]!);
-  } finally {
-    for (const [sig, fn] of forward) Deno.removeSignalListener(sig, fn);
-  }
+  return () => forward.forEach(([sig, fn]) => Deno.removeSignalListener(sig, fn));
 }
 
 /** Is den in the foreground process group of its controlling terminal? */

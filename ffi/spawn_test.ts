@@ -105,6 +105,7 @@ const PLAN: Plan = {
 
 const IO: ChainInputs = {
   syncRead: 7,
+  syncWrite: 8,
   environ: 0xe000n,
   fileSource: () => "/tmp/den-passwd.x",
   // A nosuid,nodev,noexec source mount with other bits that are not locked.
@@ -142,6 +143,7 @@ Deno.test("addChildCalls() waits for the id maps first and at the gate before ex
   const mapsRead = r.calls.findIndex((c) => c.startsWith("read(7,"));
   ok(mapsRead >= 0 && mapsRead < firstMount, "reads the sync pipe before mounting");
   ok(r.calls.indexOf("prctl(1, 9, 0, 0, 0)") < mapsRead, "PDEATHSIG before waiting");
+  ok(r.calls.indexOf("close(8)") < mapsRead, "closes its copy of the write end before waiting");
   deepStrictEqual(r.calls.slice(-5), [
     `memcpy(57344, &${'["PATH=/bin"]'}, 8)`,
     `read(7, buf10, 1)`,
