@@ -4,10 +4,10 @@
 // layer's bytes are, with the digests they must have.
 import { createHash } from "node:crypto";
 import { DenError } from "../error.ts";
-import { decodeBlob, emitSink, sniffCompression } from "./_decode.ts";
+import { decodeBlob, type DecodeSink, emitSink, sniffCompression } from "./_decode.ts";
 import { quote } from "./entry_path.ts";
 import { sameImageRef } from "./ref.ts";
-import { BLOCK, isZeroBlock, parsePax, parseTarHeader } from "./tar_header.ts";
+import { BLOCK } from "./tar_header.ts";
 import { TarParser } from "./tar_parser.ts";
 
 /** Where a layer's (possibly compressed) bytes are. */
@@ -49,6 +49,8 @@ export interface OpenArchiveOptions {
   scratch: string;
   /** Called with warnings (e.g. foreign architecture). */
   warn?: (msg: string) => void;
+  /** Stops reading the archive (SIGINT/SIGTERM). */
+  signal?: AbortSignal;
 }
 
 interface Slice {
@@ -118,12 +120,18 @@ export async function openArchive(
   }
   let tarPath = archive;
   if (compression !== "none") {
-    const isImage = await classifyStream(archive, st.size);
-    if (!isImage) return rootfsSource(archive, st.size, base);
+    // One pass: decompress to a scratch file while reading the names. A
+    // rootfs tarball shows a deep name within its first entries and is
+    // streamed from the archive itself by the layer unpack; an image archive
+    // needs its members at random: docker writes manifest.json last.
     tarPath = `${options.scratch}/archive.tar`;
-    await decompressTo(archive, st.size, tarPath);
+    const isImage = await decompressTo(archive, st.size, tarPath, options.signal);
+    if (!isImage) {
+      Deno.removeSync(tarPath);
+      return rootfsSource(archive, st.size, base);
+    }
   }
-  const index = indexTar(tarPath, archive);
+  const index = await indexTar(tarPath, archive, options.signal);
   if (!index) return rootfsSource(archive, st.size, base);
   const files = tarFiles(tarPath, index);
   if (index.has("index.json")) return openOci(files, "oci-archive", base, options);
@@ -174,131 +182,162 @@ function normalize(name: string): string {
 }
 
 /**
- * Index an uncompressed tar by seeking from header to header. Returns
+ * Index an uncompressed tar, reading its headers with the one tar decoder
+ * (TarParser, same limits as layers) and seeking over the data. Returns
  * undefined as soon as a name that cannot be part of an image archive shows
  * up: then it is a rootfs tarball.
  */
-function indexTar(path: string, shown: string): Map<string, TarIndexEntry> | undefined {
+async function indexTar(
+  path: string,
+  shown: string,
+  signal?: AbortSignal,
+): Promise<Map<string, TarIndexEntry> | undefined> {
   const f = Deno.openSync(path);
   const dec = new TextDecoder();
   const index = new Map<string, TarIndexEntry>();
-  try {
-    const size = f.statSync().size;
-    const block = new Uint8Array(BLOCK);
-    let pos = 0;
-    let longName: string | undefined;
-    let longLink: string | undefined;
-    let pax = new Map<string, Uint8Array>();
-    const readAt = (at: number, buf: Uint8Array) => {
-      f.seekSync(at, Deno.SeekMode.Start);
-      let got = 0;
-      while (got < buf.length) {
-        const n = f.readSync(buf.subarray(got));
-        if (!n) break;
-        got += n;
-      }
-      return got;
-    };
-    while (pos + BLOCK <= size) {
-      if (readAt(pos, block) < BLOCK) break;
-      if (isZeroBlock(block)) break;
-      let h;
-      try {
-        h = parseTarHeader(block);
-      } catch (e) {
-        if (index.size === 0) {
-          throw new DenError("open archive", "not a tar archive or OCI layout", { path: shown });
-        }
-        throw new DenError("open archive", (e as Error).message, { path: shown });
-      }
-      const dataAt = pos + BLOCK;
-      pos = dataAt + Math.ceil(h.size / BLOCK) * BLOCK;
-      if (h.type === "x" || h.type === "L" || h.type === "K") {
-        if (h.size > 1 << 20) {
-          throw new DenError("open archive", "extended header too large", { path: shown });
-        }
-        const data = new Uint8Array(h.size);
-        readAt(dataAt, data);
-        if (h.type === "x") pax = parsePax(data);
-        else if (h.type === "L") longName = dec.decode(data).replace(/\0+$/, "");
-        else longLink = dec.decode(data).replace(/\0+$/, "");
-        continue;
-      }
-      if (h.type === "g") continue;
-      const paxPath = pax.get("path");
-      const paxLink = pax.get("linkpath");
-      const paxSize = pax.get("size");
-      const name = normalize(paxPath ? dec.decode(paxPath) : longName ?? dec.decode(h.name));
-      const link = paxLink ? dec.decode(paxLink) : longLink ?? dec.decode(h.linkname);
-      const dataSize = paxSize ? Number(dec.decode(paxSize)) : h.size;
-      if (paxSize) pos = dataAt + Math.ceil(dataSize / BLOCK) * BLOCK;
-      pax = new Map();
-      longName = longLink = undefined;
-      if (!looksLikeImageEntry(name)) return undefined;
-      index.set(name, { offset: dataAt, size: dataSize, type: h.type, link });
-      if (dataAt + dataSize > size) {
-        throw new DenError("open archive", `unexpected end of archive in "${name}" (truncated)`, {
-          path: shown,
-        });
-      }
-    }
-    return index;
-  } finally {
-    f.close();
-  }
-}
-
-/** Scan a compressed tar's names; false (early) if it is a rootfs tarball. */
-async function classifyStream(path: string, size: number): Promise<boolean> {
-  let image = false;
-  let stop = false;
+  let pos = 0;
+  let rootfs = false;
   const parser = new TarParser({
     entry(e) {
-      const name = normalize(new TextDecoder().decode(e.name));
+      const name = normalize(dec.decode(e.name));
       if (!looksLikeImageEntry(name)) {
-        stop = true;
-        image = false;
-      } else if (name === "manifest.json" || name === "index.json") image = true;
+        rootfs = true;
+        return false;
+      }
+      // The data follows the block just fed (see below).
+      const type = e.sparse ? "sparse" : TAR_TYPE[e.kind] ?? e.kind;
+      index.set(name, { offset: pos + BLOCK, size: e.size, type, link: dec.decode(e.linkname) });
       return false;
     },
     data() {},
     end() {},
   });
   try {
-    await decodeBlob(
-      { path, offset: 0, size },
-      emitSink((chunk) => {
-        if (stop || parser.ended) throw new StopScan();
-        parser.feed(chunk);
-        if (stop) throw new StopScan();
-      }),
-    );
-    parser.finish();
-  } catch (e) {
-    if (!(e instanceof StopScan)) {
-      throw new DenError("open archive", (e as Error).message, { path });
+    const size = f.statSync().size;
+    const block = new Uint8Array(BLOCK);
+    let lastYield = performance.now();
+    while (!rootfs && !parser.ended) {
+      const skip = parser.skippable();
+      if (skip > 0) {
+        if (pos + skip > size) break; // truncated: finish() says so
+        parser.skip(skip);
+        pos += skip;
+        continue;
+      }
+      f.seekSync(pos, Deno.SeekMode.Start);
+      let got = 0;
+      while (got < BLOCK) {
+        const n = f.readSync(block.subarray(got));
+        if (!n) break;
+        got += n;
+      }
+      if (got === 0) break;
+      try {
+        parser.feed(block.subarray(0, got));
+      } catch (e) {
+        if (pos === 0 && e instanceof DenError) {
+          throw new DenError("open archive", "not a tar archive or OCI layout", { path: shown });
+        }
+        throw e;
+      }
+      pos += got;
+      if (got < BLOCK) break;
+      if (performance.now() - lastYield > YIELD_MS) {
+        // Let SIGINT/SIGTERM handlers run on a huge index.
+        await new Promise((r) => setTimeout(r, 0));
+        signal?.throwIfAborted();
+        lastYield = performance.now();
+      }
     }
+    if (rootfs) return undefined;
+    if (!parser.ended) parser.finish();
+    return index;
+  } catch (e) {
+    if (e instanceof DenError && e.op === "") {
+      throw new DenError("open archive", e.message, { path: shown });
+    }
+    throw e;
+  } finally {
+    f.close();
   }
-  return image && !stop;
 }
 
-class StopScan extends Error {}
+/** Tar type flags of the kinds the index follows. */
+const TAR_TYPE: Record<string, string> = { file: "0", symlink: "2", hardlink: "1" };
 
-async function decompressTo(path: string, size: number, to: string): Promise<void> {
+/** How long a CPU-bound loop runs before it lets signal handlers in. */
+const YIELD_MS = 50;
+
+/**
+ * Decompress `path` into `to`, reading its names on the way; stops early
+ * (returning false) when a name shows it is a rootfs tarball, not an image
+ * archive.
+ */
+async function decompressTo(
+  path: string,
+  size: number,
+  to: string,
+  signal?: AbortSignal,
+): Promise<boolean> {
+  let image = false;
+  let rootfs = false;
+  const parser = new TarParser({
+    entry(e) {
+      const name = normalize(new TextDecoder().decode(e.name));
+      if (!looksLikeImageEntry(name)) rootfs = true;
+      else if (name === "manifest.json" || name === "index.json") image = true;
+      return false;
+    },
+    data() {},
+    end() {},
+  });
   const out = Deno.openSync(to, { write: true, createNew: true, mode: 0o600 });
   try {
     await decodeBlob(
       { path, offset: 0, size },
-      emitSink((chunk) => {
+      yieldingSink((chunk) => {
+        if (parser.ended) throw new StopScan();
+        parser.feed(chunk);
+        if (rootfs) throw new StopScan();
         let off = 0;
         while (off < chunk.length) off += out.writeSync(chunk.subarray(off));
-      }),
+      }, signal),
+      () => signal?.aborted ?? false,
     );
+    parser.finish();
   } catch (e) {
-    throw new DenError("open archive", (e as Error).message, { path });
+    signal?.throwIfAborted();
+    if (!(e instanceof StopScan)) {
+      throw new DenError("open archive", (e as Error).message, { path });
+    }
   } finally {
     out.close();
   }
+  return image && !rootfs;
+}
+
+class StopScan extends Error {}
+
+/**
+ * emitSink() that lets timers and signal handlers run every YIELD_MS: an
+ * in-process decode of a big archive would otherwise hold the event loop.
+ */
+function yieldingSink(emit: (chunk: Uint8Array) => void, signal?: AbortSignal): DecodeSink {
+  const sink = emitSink(emit);
+  let last = performance.now();
+  return {
+    space() {
+      if (performance.now() - last < YIELD_MS) return sink.space();
+      return new Promise((resolve, reject) =>
+        setTimeout(() => {
+          last = performance.now();
+          if (signal?.aborted) reject(signal.reason);
+          else resolve(sink.space());
+        }, 0)
+      );
+    },
+    commit: (n) => sink.commit(n),
+  };
 }
 
 function tarFiles(path: string, index: Map<string, TarIndexEntry>): Files {

@@ -45,43 +45,85 @@ function cString(block: Uint8Array, start: number, len: number): Uint8Array {
 }
 
 /**
+ * Limits of the tar decoder, one set for the outer archive and every layer.
+ * Real archives stay far below them; past them the archive is refused.
+ */
+export const TAR_LIMITS = {
+  /** Bytes of extended headers (PAX 'x', GNU 'L'/'K') before one entry. */
+  entryMetaBytes: 1 << 20,
+  /** PAX records before one entry. */
+  entryRecords: 65536,
+  /** Bytes of all global PAX headers ('g') of one stream. */
+  streamGlobalBytes: 1 << 20,
+  /** PAX records of all global headers of one stream. */
+  streamGlobalRecords: 1024,
+  /** Bytes of a path or link target (Linux's PATH_MAX). */
+  nameBytes: 4096,
+  /** Characters of a numeric PAX value. */
+  numberChars: 32,
+  /** Extents of one sparse file. */
+  sparseSegments: 16384,
+  /** Bytes of holes (apparent size beyond the data) of all the sparse files
+   * of one stream: a tiny archive cannot claim a petabyte file. */
+  streamHoleBytes: 64 * 2 ** 30,
+} as const;
+
+function corrupt(name: Uint8Array, detail: string): DenError {
+  return new DenError("", `corrupt tar header for ${quoteName(name)}: ${detail}`);
+}
+
+/**
  * A numeric field: octal text (NUL or space terminated) or, when the high bit
  * of the first byte is set, GNU base-256 big-endian binary (for sizes over
- * 8 GiB, uids over 2097151 and negative mtimes).
+ * 8 GiB, uids over 2097151 and negative mtimes). Negative values only where
+ * `signed`; anything that is not a safe integer is refused.
  */
 export function parseNumeric(
   block: Uint8Array,
   start: number,
   len: number,
+  signed = false,
 ): number {
   const first = block[start]!;
+  const end = start + len;
   if (first & 0x80) {
-    if (first === 0xff) {
-      // Negative base-256 (pre-1970 mtime): two's complement.
-      let v = 0;
-      for (let i = start; i < start + len; i++) v = v * 256 + (block[i]! ^ 0xff);
-      return -(v + 1);
+    const negative = first === 0xff;
+    if (negative && !signed) throw new Error("negative number");
+    // Two's complement for negatives: -(~v + 1), summed without overflow.
+    let v = negative ? 0 : first & 0x7f;
+    for (let i = start + 1; i < end; i++) {
+      v = v * 256 + (negative ? block[i]! ^ 0xff : block[i]!);
+      if (v > Number.MAX_SAFE_INTEGER) throw new Error("number too large");
     }
-    let v = first & 0x7f;
-    for (let i = start + 1; i < start + len; i++) v = v * 256 + block[i]!;
-    if (!Number.isSafeInteger(v)) {
-      throw new DenError("", "corrupt tar header: number too large");
-    }
-    return v;
+    return negative ? -(v + 1) : v;
   }
   let v = 0;
   let i = start;
-  const end = start + len;
   while (i < end && (block[i] === 0x20 || block[i] === 0)) i++;
   for (; i < end; i++) {
     const c = block[i]!;
     if (c === 0 || c === 0x20) break;
-    if (c < 0x30 || c > 0x37) {
-      throw new DenError("", "corrupt tar header: bad octal number");
-    }
+    if (c < 0x30 || c > 0x37) throw new Error("bad octal number");
     v = v * 8 + (c - 0x30);
   }
+  // 12 octal digits at most: always a safe integer.
   return v;
+}
+
+/**
+ * A PAX (or sparse map) decimal number: digits only, at most
+ * TAR_LIMITS.numberChars of them, a safe integer. With `time`, a leading
+ * "-" and a fraction are allowed (POSIX mtime), and the integer part is
+ * returned. undefined when the text is not such a number.
+ */
+export function parseDecimal(text: string, time = false): number | undefined {
+  if (text.length === 0 || text.length > TAR_LIMITS.numberChars) return undefined;
+  const re = time ? /^-?[0-9]+(\.[0-9]*)?$/ : /^[0-9]+$/;
+  if (!re.test(text)) return undefined;
+  const int = text.split(".")[0]!;
+  const v = Number(int);
+  if (!Number.isSafeInteger(v)) return undefined;
+  return v === 0 ? 0 : v; // no -0
 }
 
 function checksumOk(block: Uint8Array): boolean {
@@ -115,14 +157,22 @@ function parseSparseEntries(
   start: number,
   count: number,
   into: SparseSegment[],
+  name: Uint8Array,
 ): void {
   for (let i = 0; i < count; i++) {
     const at = start + i * 24;
     if (block[at] === 0) return;
-    into.push({
-      offset: parseNumeric(block, at, 12),
-      size: parseNumeric(block, at + 12, 12),
-    });
+    if (into.length >= TAR_LIMITS.sparseSegments) {
+      throw corrupt(name, `more than ${TAR_LIMITS.sparseSegments} sparse extents`);
+    }
+    try {
+      into.push({
+        offset: parseNumeric(block, at, 12),
+        size: parseNumeric(block, at + 12, 12),
+      });
+    } catch (e) {
+      throw corrupt(name, `sparse map: ${(e as Error).message}`);
+    }
   }
 }
 
@@ -130,14 +180,16 @@ function parseSparseEntries(
 export function parseSparseExtension(
   block: Uint8Array,
   into: SparseSegment[],
+  name: Uint8Array,
 ): boolean {
-  parseSparseEntries(block, 0, 21, into);
+  parseSparseEntries(block, 0, 21, into, name);
   return block[504] !== 0;
 }
 
 /**
  * Decode one header block (not a zero block). Throws DenError on a bad
- * checksum, which is also how garbage and truncated streams show up.
+ * checksum, which is also how garbage and truncated streams show up, and on
+ * numbers that are negative or too large.
  */
 export function parseTarHeader(block: Uint8Array): TarHeader {
   if (!checksumOk(block)) {
@@ -151,58 +203,96 @@ export function parseTarHeader(block: Uint8Array): TarHeader {
   // uses that area for atime, ctime and the sparse map instead.
   const isGnu = isUstar && block[262] === 0x20 && block[263] === 0x20;
   if (isUstar && !isGnu) name = concatName(cString(block, 345, 155), name);
+  const num = (field: string, at: number, len: number, signed = false) => {
+    try {
+      return parseNumeric(block, at, len, signed);
+    } catch (e) {
+      throw corrupt(name, `${field}: ${(e as Error).message}`);
+    }
+  };
   const header: TarHeader = {
     name,
     linkname: cString(block, 157, 100),
     type,
-    mode: parseNumeric(block, 100, 8),
-    uid: parseNumeric(block, 108, 8),
-    gid: parseNumeric(block, 116, 8),
-    size: parseNumeric(block, 124, 12),
-    mtime: parseNumeric(block, 136, 12),
+    mode: num("mode", 100, 8),
+    uid: num("uid", 108, 8),
+    gid: num("gid", 116, 8),
+    size: num("size", 124, 12),
+    mtime: num("mtime", 136, 12, true),
   };
-  if (header.size < 0) throw new DenError("", "corrupt tar header (size)");
   if (type === "S" && isGnu) {
     header.sparse = [];
-    parseSparseEntries(block, 386, 4, header.sparse);
+    parseSparseEntries(block, 386, 4, header.sparse, name);
     header.sparseExtended = block[482] !== 0;
-    header.realSize = parseNumeric(block, 483, 12);
+    header.realSize = num("realsize", 483, 12);
   }
   return header;
 }
 
-/** Parse PAX extended header records ("LEN key=value\n"...). */
-export function parsePax(data: Uint8Array): Map<string, Uint8Array> {
-  const out = new Map<string, Uint8Array>();
+/**
+ * Call `record` for each PAX extended header record ("LEN key=value\n"...).
+ * The value is a view of `data`: copy what you keep. Returns the number of
+ * records.
+ */
+export function parsePax(
+  data: Uint8Array,
+  record: (key: string, value: Uint8Array) => void,
+): number {
   const dec = new TextDecoder();
   let pos = 0;
+  let count = 0;
   while (pos < data.length) {
     if (data[pos] === 0) break; // padding some writers leave
     let sp = pos;
     let len = 0;
     while (sp < data.length && data[sp] !== 0x20) {
       const c = data[sp]!;
-      if (c < 0x30 || c > 0x39) {
+      if (c < 0x30 || c > 0x39 || sp - pos >= 10) {
         throw new DenError("", "corrupt PAX header (bad record length)");
       }
       len = len * 10 + (c - 0x30);
       sp++;
     }
-    if (len === 0 || pos + len > data.length || data[pos + len - 1] !== 0x0a) {
+    if (len <= sp - pos || pos + len > data.length || data[pos + len - 1] !== 0x0a) {
       throw new DenError("", "corrupt PAX header (bad record)");
     }
     const rec = data.subarray(sp + 1, pos + len - 1);
     const eq = rec.indexOf(0x3d);
-    if (eq < 0) throw new DenError("", "corrupt PAX header (no '=')");
-    const key = dec.decode(rec.subarray(0, eq));
-    // GNU tar repeats GNU.sparse.offset/numbytes (format 0.0): keep order.
-    if (key === "GNU.sparse.offset" || key === "GNU.sparse.numbytes") {
-      const k = `${key}#${out.size}`;
-      out.set(k, rec.subarray(eq + 1));
-    } else {
-      out.set(key, rec.subarray(eq + 1));
-    }
+    if (eq <= 0) throw new DenError("", "corrupt PAX header (no key)");
+    record(dec.decode(rec.subarray(0, eq)), rec.subarray(eq + 1));
+    count++;
+    // len > 0 and checked against the data: the loop always advances.
     pos += len;
   }
-  return out;
+  return count;
+}
+
+/** A name for messages: quoted, invalid UTF-8 and control bytes as \xNN,
+ * long names shortened. */
+export function quoteName(name: Uint8Array): string {
+  let s = "";
+  const dec = new TextDecoder("utf-8", { fatal: true });
+  const max = Math.min(name.length, 200);
+  let i = 0;
+  while (i < max) {
+    const c = name[i]!;
+    if (c >= 0x20 && c < 0x7f) {
+      s += c === 0x22 || c === 0x5c ? "\\" + String.fromCharCode(c) : String.fromCharCode(c);
+      i++;
+      continue;
+    }
+    const n = c < 0x80 ? 0 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+    if (n > 0 && i + n <= name.length) {
+      try {
+        s += dec.decode(name.subarray(i, i + n));
+        i += n;
+        continue;
+      } catch {
+        // below
+      }
+    }
+    s += "\\x" + c.toString(16).padStart(2, "0");
+    i++;
+  }
+  return `"${s}${name.length > max ? "..." : ""}"`;
 }

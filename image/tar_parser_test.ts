@@ -1,7 +1,8 @@
 import { assertEquals, assertThrows } from "./_assert.ts";
-import { makeTar, type TarItem } from "../tests/_tar.ts";
+import { concat, makeTar, type TarItem } from "../tests/_tar.ts";
 import { type TarEntry, TarParser } from "./tar_parser.ts";
 import { parseNumeric } from "./tar_header.ts";
+import { DenError } from "../error.ts";
 import { decodeName, splitEntryPath } from "./entry_path.ts";
 
 interface Got {
@@ -155,4 +156,259 @@ Deno.test("splitEntryPath() strips / and . and refuses climbing out", () => {
     'refusing entry outside rootfs: "../../etc/passwd"',
   );
   assertThrows(() => splitEntryPath("a/../../x"), Error, "outside rootfs");
+});
+
+/** Set a header block's checksum after editing it. */
+function rechecksum(b: Uint8Array): Uint8Array {
+  b.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const x of b) sum += x;
+  b.set(new TextEncoder().encode(sum.toString(8).padStart(6, "0") + "\0 "), 148);
+  return b;
+}
+
+/** A tar whose first header's size field is replaced by `field` bytes. */
+function withSizeField(field: number[]): Uint8Array {
+  const tar = makeTar([{ name: "f", data: "abc" }]);
+  tar.fill(0, 124, 136);
+  tar.set(field, 124);
+  rechecksum(tar.subarray(0, 512));
+  return tar;
+}
+
+/** An old GNU sparse entry followed by endless extension blocks. */
+function endlessSparse(blocks: number): Uint8Array {
+  const head = makeTar([{
+    name: "sp",
+    gnuSparse: [{ offset: 0, size: 0 }],
+    realSize: 0,
+  }], { end: false });
+  head[482] = 1;
+  rechecksum(head.subarray(0, 512));
+  const ext = new Uint8Array(512);
+  for (let i = 0; i < 21; i++) {
+    ext.set(new TextEncoder().encode("00000000001\0"), i * 24);
+    ext.set(new TextEncoder().encode("00000000000\0"), i * 24 + 12);
+  }
+  ext[504] = 1;
+  const out = new Uint8Array(512 + blocks * 512);
+  out.set(head.subarray(0, 512));
+  for (let i = 0; i < blocks; i++) out.set(ext, 512 + i * 512);
+  return out;
+}
+
+const MiB = 1 << 20;
+
+/** Archives that lie in their numbers or sizes: each is refused with this
+ * message, quickly (a negative size used to loop forever). */
+const HOSTILE: { name: string; tar: () => Uint8Array; error: string }[] = [
+  {
+    name: "negative PAX size",
+    tar: () => makeTar([{ name: "f", data: "abc", pax: { size: "-1536" } }]),
+    error: 'bad PAX record size="-1536" (not a decimal number) in "f"',
+  },
+  ...["1e3", "0x10", " 12", "12 ", "+1", "", "1.5", "99999999999999999999"].map((v) => ({
+    name: `PAX size ${JSON.stringify(v)}`,
+    tar: () => makeTar([{ name: "f", data: "abc", pax: { size: v } }]),
+    error: `bad PAX record size=${JSON.stringify(v)} (not a decimal number) in "f"`,
+  })),
+  {
+    name: "negative PAX uid",
+    tar: () => makeTar([{ name: "f", pax: { uid: "-1" } }]),
+    error: 'bad PAX record uid="-1"',
+  },
+  {
+    name: "PAX mtime that is no number",
+    tar: () => makeTar([{ name: "f", pax: { mtime: "soon" } }]),
+    error: 'bad PAX record mtime="soon"',
+  },
+  {
+    name: "huge PAX number",
+    tar: () => makeTar([{ name: "f", pax: { size: "1".repeat(100000) } }]),
+    error: "bad PAX record size=",
+  },
+  {
+    name: "negative base-256 size",
+    tar: () => withSizeField([0xff, ...new Array(11).fill(0xff)]),
+    error: 'corrupt tar header for "f": size: negative number',
+  },
+  {
+    name: "base-256 size beyond safe integers",
+    tar: () => withSizeField([0x80, ...new Array(11).fill(0xff)]),
+    error: 'corrupt tar header for "f": size: number too large',
+  },
+  {
+    name: "PAX record length of garbage",
+    tar: () => {
+      const t = makeTar([{ name: "f", pax: { path: "x" } }]);
+      t.set(new TextEncoder().encode("9999999999999"), 512);
+      return t;
+    },
+    error: "corrupt PAX header",
+  },
+  {
+    name: "40 PAX headers of 8 MiB",
+    tar: () => {
+      const big = "x".repeat(8 * MiB - 100);
+      const one = makeTar([{ name: "f", pax: { comment: big } }], { end: false });
+      // Keep only the 'x' header and its data, 40 times, then a real entry.
+      const x = one.subarray(0, one.length - 512);
+      return concat([...new Array(40).fill(x), makeTar([{ name: "f" }])]);
+    },
+    error: "extended headers too large (over 1048576 bytes for one entry)",
+  },
+  {
+    name: "many small PAX headers for one entry",
+    tar: () => makeTar([{ name: "f", pax: { comment: "y".repeat(MiB) } }]),
+    error: "extended headers too large",
+  },
+  {
+    name: "too many PAX records",
+    tar: () => {
+      const pax: Record<string, string> = {};
+      for (let i = 0; i < 70000; i++) pax[`k${i}`] = "";
+      return makeTar([{ name: "f", pax }]);
+    },
+    error: "too many PAX records (over 65536 for one entry)",
+  },
+  {
+    name: "global headers over the stream limit",
+    tar: () =>
+      makeTar(
+        new Array(3).fill(0).map((_, i) => ({
+          name: `g${i}`,
+          type: "g",
+          data: `${600016} comment=${"z".repeat(600000)}\n`,
+        })),
+      ),
+    error: "global extended headers too large (over 1048576 bytes in one layer)",
+  },
+  {
+    name: "name over 4096 bytes",
+    tar: () => makeTar([{ name: "n".repeat(5000), data: "x" }]),
+    error: "name too long (5000 bytes, over 4096)",
+  },
+  {
+    name: "link target over 4096 bytes",
+    tar: () => makeTar([{ name: "l", type: "symlink", linkname: "t".repeat(5000), gnuLong: true }]),
+    error: "link target too long (5000 bytes, over 4096)",
+  },
+  {
+    name: "sparse map with a negative number",
+    tar: () =>
+      makeTar([{
+        name: "sp",
+        data: "abc",
+        pax: { "GNU.sparse.map": "0,-3", "GNU.sparse.realsize": "3" },
+      }]),
+    error: 'bad PAX record GNU.sparse.numbytes="-3"',
+  },
+  {
+    name: "sparse file of a petabyte",
+    tar: () =>
+      makeTar([{
+        name: "sp",
+        data: "abc",
+        pax: { "GNU.sparse.map": "0,3", "GNU.sparse.realsize": String(2 ** 50) },
+      }]),
+    error: "sparse files claim more than 68719476736 bytes of holes in one layer",
+  },
+  {
+    name: "sparse extents beyond the file",
+    tar: () =>
+      makeTar([{
+        name: "sp",
+        data: "abc",
+        pax: { "GNU.sparse.map": "10,3", "GNU.sparse.realsize": "5" },
+      }]),
+    error: "extent ends at 13, beyond the size 5",
+  },
+  {
+    name: "overlapping sparse extents",
+    tar: () =>
+      makeTar([{
+        name: "sp",
+        data: "abcd",
+        pax: { "GNU.sparse.map": "0,2,1,2", "GNU.sparse.realsize": "5" },
+      }]),
+    error: "extents overlap or are out of order",
+  },
+  {
+    name: "sparse extents holding less than the data",
+    tar: () =>
+      makeTar([{
+        name: "sp",
+        data: "abcd",
+        pax: { "GNU.sparse.map": "0,2", "GNU.sparse.realsize": "5" },
+      }]),
+    error: "extents hold 2 bytes, the entry 4",
+  },
+  {
+    name: "PAX 1.0 sparse map of a million extents",
+    tar: () => {
+      const data = new Uint8Array(1024);
+      data.set(new TextEncoder().encode("1000000\n0\n"));
+      return makeTar([{
+        name: "GNUSparseFile.0/sp",
+        data,
+        pax: { "GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.realsize": "9" },
+      }]);
+    },
+    error: "more than 16384 extents",
+  },
+  {
+    name: "old GNU sparse with endless extension blocks",
+    tar: () => endlessSparse(1000),
+    error: 'corrupt tar header for "sp": more than 16384 sparse extents',
+  },
+];
+
+for (const h of HOSTILE) {
+  Deno.test(`TarParser refuses hostile numbers and sizes: ${h.name}`, () => {
+    const tar = h.tar();
+    const t0 = performance.now();
+    for (const chunk of [512, 1 << 20]) assertThrows(() => parse(tar, chunk), DenError, h.error);
+    assertEquals(performance.now() - t0 < 5000, true);
+  });
+}
+
+Deno.test("TarParser keeps no extended header buffer alive in its values", () => {
+  // A 1 MiB PAX header whose path is one byte: the entry's name is a copy.
+  const names: Uint8Array[] = [];
+  const p = new TarParser({
+    entry(e) {
+      names.push(e.name);
+      return false;
+    },
+    data() {},
+    end() {},
+  });
+  p.feed(makeTar([{ name: "f", pax: { path: "p", comment: "c".repeat(MiB - 100) } }]));
+  assertEquals(names[0]!.buffer.byteLength < 4096, true);
+});
+
+Deno.test("TarParser.skip() jumps over data it was told to skip", () => {
+  const tar = makeTar([{ name: "a", data: "x".repeat(1000) }, { name: "b", data: "y" }]);
+  const seen: string[] = [];
+  const p = new TarParser({
+    entry(e) {
+      seen.push(new TextDecoder().decode(e.name));
+      return false;
+    },
+    data() {},
+    end() {},
+  });
+  let pos = 0;
+  while (!p.ended && pos < tar.length) {
+    const s = p.skippable();
+    if (s > 0) {
+      p.skip(s);
+      pos += s;
+    } else {
+      p.feed(tar.subarray(pos, pos + 512));
+      pos += 512;
+    }
+  }
+  assertEquals(seen, ["a", "b"]);
+  assertThrows(() => p.skip(1), Error, "internal error");
 });

@@ -49,6 +49,9 @@ export interface UnpackResult {
   metadata: ImageMetadata;
 }
 
+/** How long the main thread works before it lets signal handlers run. */
+const YIELD_MS = 50;
+
 /** Bytes of file data that may wait for asynchronous writes. */
 const PENDING_MAX = 32 << 20;
 
@@ -103,8 +106,10 @@ export async function unpackImage(
 
   let signalled: Deno.Signal | undefined;
   let current: BlobStream | undefined;
+  const abort = new AbortController();
   const onSignal = (sig: Deno.Signal) => () => {
     signalled ??= sig;
+    abort.abort(new DenError("unpack", `interrupted by ${sig}`));
     current?.cancel();
     // A decoder blocked in nothing else wakes through cancel(); if the main
     // thread is between layers it checks `signalled` itself.
@@ -132,6 +137,7 @@ export async function unpackImage(
       arch: options.arch,
       scratch: tmp,
       warn: options.onWarning,
+      signal: abort.signal,
     });
     checkSignal();
     const stats = newStats();
@@ -150,6 +156,7 @@ export async function unpackImage(
     };
     let next: BlobStream | undefined = n > 0 ? open(0) : undefined;
     let lastReport = 0;
+    let lastYield = performance.now();
     for (let i = 0; i < n; i++) {
       const layer = source.layers[i]!;
       const stream = next!;
@@ -167,6 +174,13 @@ export async function unpackImage(
             if (writer.pendingBytes > PENDING_MAX) await writer.drain(PENDING_MAX / 2);
           } catch (e) {
             throw entryError(e, parser.currentName);
+          }
+          if (performance.now() - lastYield > YIELD_MS) {
+            // Chunks that are ready come through microtasks only: let the
+            // signal handlers (macrotasks) run now and then.
+            await new Promise((r) => setTimeout(r, 0));
+            lastYield = performance.now();
+            checkSignal();
           }
           if (options.onProgress) {
             const now = performance.now();
@@ -230,6 +244,7 @@ export async function unpackImage(
       metadata,
     };
   } catch (e) {
+    checkSignal();
     if (e instanceof DenError) throw e;
     throw fsError("unpack", dest, e);
   } finally {
