@@ -141,9 +141,19 @@ Deno.test("TarParser reads PAX 1.0 sparse files", () => {
   assertEquals(new TextDecoder().decode(got[0]!.data.subarray(5000, 5003)), "uvw");
 });
 
-Deno.test("decodeName() maps invalid UTF-8 bytes to %XX", () => {
-  assertEquals(decodeName(new Uint8Array([0x61, 0xff, 0x62])), { text: "a%FFb", mapped: true });
-  assertEquals(decodeName(new TextEncoder().encode("café")), { text: "café", mapped: false });
+Deno.test("decodeName() refuses names that are not valid UTF-8", () => {
+  assertThrows(
+    () => decodeName(new Uint8Array([0x61, 0xff, 0x62])),
+    DenError,
+    'refusing name that is not valid UTF-8: "a\\xffb"',
+  );
+  assertThrows(
+    () => decodeName(new Uint8Array([0xc3, 0x28]), "link target"),
+    DenError,
+    'refusing link target that is not valid UTF-8: "\\xc3("',
+  );
+  assertEquals(decodeName(new TextEncoder().encode("café")), "café");
+  assertEquals(decodeName(new TextEncoder().encode("a%FFb")), "a%FFb");
 });
 
 Deno.test("splitEntryPath() strips / and . and refuses climbing out", () => {

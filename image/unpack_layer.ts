@@ -18,7 +18,7 @@ export interface UnpackStats {
   whiteouts: number;
   /** Entries whose extended attributes were dropped. */
   xattrs: number;
-  /** Names that were not valid UTF-8 and were mapped (see decodeName). */
+  /** Always 0: names that are not valid UTF-8 are refused (decodeName). */
   mappedNames: number;
   /** Bytes of file data written. */
   bytes: number;
@@ -154,8 +154,7 @@ export class LayerWriter implements TarHandler {
   }
 
   entry(e: TarEntry): boolean {
-    const { text: name, mapped } = decodeName(e.name);
-    if (mapped) this.stats.mappedNames++;
+    const name = decodeName(e.name);
     if (e.hasXattrs) this.stats.xattrs++;
     const comps = splitEntryPath(name);
     const base = comps[comps.length - 1];
@@ -187,7 +186,7 @@ export class LayerWriter implements TarHandler {
         this.stats.files++;
         return true;
       case "symlink": {
-        const target = decodeName(e.linkname).text;
+        const target = decodeName(e.linkname, "link target");
         this.#removeExisting(host);
         Deno.symlinkSync(target, host);
         this.stats.symlinks++;
@@ -319,7 +318,7 @@ export class LayerWriter implements TarHandler {
   }
 
   #hardlink(host: string, real: string, e: TarEntry, name: string): void {
-    const linkName = decodeName(e.linkname).text;
+    const linkName = decodeName(e.linkname, "link target");
     const t = splitEntryPath(linkName, "hard link");
     const tbase = t[t.length - 1];
     if (tbase === undefined) {

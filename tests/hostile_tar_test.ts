@@ -111,3 +111,22 @@ Deno.test("den unpack refuses a tiny archive claiming a petabyte sparse file", a
   }]);
   assertRefused(await unpackHostile(tar), /holes in one layer/);
 });
+
+Deno.test("den unpack refuses names that are not valid UTF-8 (they were mapped to %XX)", async () => {
+  const bytes = new Uint8Array([0x64, 0x2f, 0x61, 0xff, 0x62]); // d/a\xffb
+  const cases = [
+    makeTar([{ name: "d/", type: "dir" }, { name: "d/a%FFb", data: "1" }, {
+      name: bytes,
+      data: "2",
+    }]),
+    makeTar([{ name: "l", type: "symlink", linkname: bytes }]),
+  ];
+  assertRefused(
+    await unpackHostile(cases[0]!),
+    /^den: error: unpack layer 1\/1: refusing name that is not valid UTF-8: "d\/a\\xffb"$/,
+  );
+  assertRefused(
+    await unpackHostile(cases[1]!),
+    /^den: error: unpack layer 1\/1: refusing link target that is not valid UTF-8: "d\/a\\xffb"$/,
+  );
+});
