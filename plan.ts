@@ -234,6 +234,74 @@ function planEnv(
 }
 
 /**
+ * The container's tree as den's mounts will have made it: a container path
+ * is looked up in the host directory mounted over it (the host's $TMPDIR at
+ * /tmp, /dev, /proc, /sys, earlier -b binds), or in the image. Symlinks are
+ * followed as the container would see them (absolute targets start again
+ * at its root), so no mount lands outside the new root through a link.
+ */
+class ContainerView {
+  readonly #mounts: { at: string; host?: string }[] = [];
+  constructor(readonly rootfs: string, readonly fs: HostView) {}
+
+  /** A mount at container path `at` of host directory `host` (none: tmpfs). */
+  mounted(at: string, host?: string): void {
+    this.#mounts.push({ at, host });
+  }
+
+  /** The newest mount that covers a container path. */
+  mountAt(path: string): { at: string; host?: string } | undefined {
+    for (let i = this.#mounts.length - 1; i >= 0; i--) {
+      const m = this.#mounts[i]!;
+      if (path === m.at || path.startsWith(m.at === "/" ? "/" : `${m.at}/`)) return m;
+    }
+    return undefined;
+  }
+
+  /** Where a container path is on the host now (undefined: on a tmpfs). */
+  hostPath(path: string): string | undefined {
+    const m = this.mountAt(path);
+    if (!m) return under(this.rootfs, path);
+    return m.host === undefined ? undefined : m.host + path.slice(m.at.length);
+  }
+
+  kind(path: string): "dir" | "file" | "symlink" | "other" | undefined {
+    const host = this.hostPath(path);
+    if (host !== undefined) return this.fs.lkind(host);
+    return path === this.mountAt(path)?.at ? "dir" : undefined;
+  }
+
+  /** A container path with every symlink resolved; missing parts kept. */
+  resolve(containerPath: string): string {
+    const todo = containerPath.split("/").filter((p) => p !== "" && p !== ".");
+    const done: string[] = [];
+    let links = 0;
+    while (todo.length) {
+      const part = todo.shift()!;
+      if (part === "..") {
+        done.pop();
+        continue;
+      }
+      const path = `/${[...done, part].join("/")}`;
+      if (this.kind(path) === "symlink") {
+        if (++links > 40) {
+          throw new DenError("can't resolve", "Too many levels of symbolic links", {
+            path: containerPath,
+            code: "ELOOP",
+          });
+        }
+        const target = this.fs.readlink(this.hostPath(path)!);
+        if (target.startsWith("/")) done.length = 0;
+        todo.unshift(...target.split("/").filter((p) => p !== "" && p !== "."));
+        continue;
+      }
+      done.push(part);
+    }
+    return `/${done.join("/")}`;
+  }
+}
+
+/**
  * Decide everything `den run` will do. Throws DenError naming the user's
  * own paths when the image or a bind cannot work.
  */
@@ -244,6 +312,9 @@ export function planContainer(
   image?: ImageConfig,
 ): Plan {
   const fs = facts.fs;
+  const view = new ContainerView(rootfs, fs);
+  /** The container path of a host path under rootfs. */
+  const inside = (target: string) => target.slice(rootfs.length) || "/";
   const warnings: string[] = [];
   const notes: string[] = [];
   const create: Plan["create"] = [];
@@ -284,13 +355,11 @@ export function planContainer(
       const target = resolveInRoot(rootfs, d.path, fs);
       if (kindOf(fs, target) !== host) continue;
       ops.push({ kind: "bind", source: d.path, target, recursive: host === "dir" });
+      if (host === "dir") view.mounted(inside(target), d.path);
     } else {
-      ops.push({
-        kind: "bind",
-        source: d.path,
-        target: mountPoint(d.path, "dir")!,
-        recursive: d.recursive,
-      });
+      const target = mountPoint(d.path, "dir")!;
+      ops.push({ kind: "bind", source: d.path, target, recursive: d.recursive });
+      view.mounted(inside(target), d.path);
     }
   }
 
@@ -313,8 +382,10 @@ export function planContainer(
 
   const tmp = mountPoint("/tmp", "dir")!;
   const hostTmp = facts.env.find(([k]) => k === "TMPDIR")?.[1] || "/tmp";
-  if (opts.privateTmp) ops.push({ kind: "tmpfs", target: tmp });
-  else {
+  if (opts.privateTmp) {
+    ops.push({ kind: "tmpfs", target: tmp });
+    view.mounted(inside(tmp));
+  } else {
     if (kindOf(fs, hostTmp) !== "dir") {
       throw new DenError("can't bind", `source not found: ${hostTmp}`, {
         hint: "$TMPDIR names no directory",
@@ -323,6 +394,7 @@ export function planContainer(
     // Recursive: in a user namespace a plain bind of a directory with
     // mounts below it (locked ones) fails with EINVAL.
     ops.push({ kind: "bind", source: hostTmp, target: tmp, recursive: true });
+    view.mounted(inside(tmp), hostTmp);
   }
 
   if (opts.home) {
@@ -353,6 +425,8 @@ export function planContainer(
       target: `${homeDir}/${facts.user}`,
       recursive: true,
     });
+    view.mounted(inside(homeDir));
+    view.mounted(`${inside(homeDir)}/${facts.user}`, home);
   }
 
   for (const b of opts.binds) {
@@ -362,32 +436,31 @@ export function planContainer(
     }
     const containerPath = b.target ?? b.source;
     if (!containerPath.startsWith("/")) {
-      throw new DenError(
-        "can't bind",
-        `destination not absolute: ${containerPath}`,
-        { exitCode: EXIT_USAGE },
-      );
+      throw new DenError("", "--bind: destination must be absolute");
     }
-    const target = resolveInRoot(rootfs, containerPath, fs);
-    if (target === rootfs) {
-      throw new DenError("--bind", "destination can't be /", { exitCode: EXIT_USAGE });
-    }
-    if (kindOf(fs, target) === undefined) {
-      if (!opts.write) {
+    const resolved = view.resolve(containerPath);
+    if (resolved === "/") throw new DenError("", "--bind: destination can't be /");
+    const target = under(rootfs, resolved);
+    const host = view.hostPath(resolved);
+    if (host === undefined || kindOf(fs, host) === undefined) {
+      const over = view.mountAt(resolved);
+      if (opts.write && over) {
+        // ch-run's rule: mount points are made in the image, never in a
+        // tree mounted from the host (or a tmpfs) over part of it.
         throw new DenError(
-          "can't bind",
-          `destination not found: ${containerPath}`,
-          {
-            hint: `the image has no ${containerPath}; -w would create it`,
-          },
+          "can't mkdir",
+          `${target} under existing bind-mount ${under(rootfs, over.at)}`,
         );
       }
-      create.push({
-        path: target,
-        kind: sourceKind === "dir" ? "dir" : "file",
-      });
+      if (!opts.write) {
+        throw new DenError("can't bind", `destination not found: ${containerPath}`, {
+          hint: over ? undefined : `the image has no ${containerPath}; -w would create it`,
+        });
+      }
+      create.push({ path: target, kind: sourceKind === "dir" ? "dir" : "file" });
     }
     ops.push({ kind: "bind", source: b.source, target, recursive: true });
+    view.mounted(resolved, b.source);
   }
 
   if (!opts.write) ops.push({ kind: "remount-ro", target: rootfs });

@@ -593,7 +593,7 @@ Deno.test("planContainer() with -w creates a missing bind destination", () => {
 Deno.test("planContainer() refuses a relative bind destination", () => {
   throws(
     () => plan({ binds: [{ source: "/data", target: "mnt" }] }),
-    denError("can't bind: destination not absolute: mnt", { exit: 64 }),
+    denError("--bind: destination must be absolute"),
   );
 });
 
@@ -848,4 +848,49 @@ Deno.test("planContainer() notes what -v says: dummy ids, each variable set", ()
   ]);
   const raw = plan({ envNoExpand: true, envOps: [{ kind: "set", text: "foo=$test:app" }] });
   deepStrictEqual(raw.notes, ["environment: foo=$test:app"]);
+});
+
+Deno.test("planContainer() looks up a destination under /tmp in the host's $TMPDIR", () => {
+  // /tmp/x exists in the host's /tmp (bound at /tmp), not in the image.
+  const p = planContainer(opts({ binds: [{ source: "/data", target: "/tmp/x" }] }), {
+    ...facts(),
+    fs: fakeFs({ ...HOST, ...IMAGE, "/tmp/x": "dir" }),
+  }, "/img");
+  deepStrictEqual(p.ops.find((o) => o.kind === "bind" && o.source === "/data"), {
+    kind: "bind",
+    source: "/data",
+    target: "/img/tmp/x",
+    recursive: true,
+  });
+  deepStrictEqual(p.create, []);
+});
+
+Deno.test("planContainer() -w never creates a mount point inside a mounted tree", () => {
+  throws(
+    () => plan({ write: true, binds: [{ source: "/data", target: "/tmp/new" }] }),
+    denError("can't mkdir: /img/tmp/new under existing bind-mount /img/tmp"),
+  );
+  throws(
+    () => plan({ write: true, binds: [{ source: "/data", target: "/proc/nope" }] }),
+    denError("can't mkdir: /img/proc/nope under existing bind-mount /img/proc"),
+  );
+  // Under an earlier -b, too.
+  throws(
+    () =>
+      plan({
+        write: true,
+        binds: [{ source: "/data", target: "/mnt" }, { source: "/data", target: "/mnt/sub" }],
+      }),
+    denError("can't mkdir: /img/mnt/sub under existing bind-mount /img/mnt"),
+  );
+});
+
+Deno.test("planContainer() follows a symlink in a mounted tree as the container sees it", () => {
+  // A link in the host's shared /tmp points at "/etc": in the container
+  // that is the image's /etc, never the host's.
+  const p = planContainer(opts({ binds: [{ source: "/data", target: "/tmp/link" }] }), {
+    ...facts(),
+    fs: fakeFs({ ...HOST, ...IMAGE, "/tmp/link": { link: "/etc" }, "/img/etc": "dir" }),
+  }, "/img");
+  strictEqual(p.ops.find((o) => o.kind === "bind" && o.source === "/data")?.target, "/img/etc");
 });

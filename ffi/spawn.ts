@@ -160,22 +160,48 @@ export function usernsHint(read: (path: string) => string | undefined = readProc
   return "user namespaces look unavailable (check sysctl user.max_user_namespaces)";
 }
 
-/** Create the missing mount points a -w plan asks for. */
-function createMountPoints(plan: Plan): void {
+/**
+ * Create the missing mount points a -w plan asks for. Returns the topmost
+ * directory or file each one needed, so a failed setup can take them away
+ * and leave the image as it was.
+ */
+function createMountPoints(plan: Plan): string[] {
+  const made: string[] = [];
+  const missing = (p: string) => {
+    try {
+      Deno.lstatSync(p);
+      return false;
+    } catch {
+      return true;
+    }
+  };
   for (const c of plan.create) {
+    let top = c.path;
+    for (let up = top.slice(0, top.lastIndexOf("/")); up && missing(up);) {
+      top = up;
+      up = up.slice(0, up.lastIndexOf("/"));
+    }
     try {
       if (c.kind === "dir") Deno.mkdirSync(c.path, { recursive: true });
       else {
-        Deno.mkdirSync(c.path.slice(0, c.path.lastIndexOf("/")), {
-          recursive: true,
-        });
+        Deno.mkdirSync(c.path.slice(0, c.path.lastIndexOf("/")), { recursive: true });
         Deno.writeFileSync(c.path, new Uint8Array(), { createNew: true });
       }
+      made.push(top);
     } catch (e) {
-      throw new DenError("can't mkdir", (e as Error).message, {
-        path: c.path,
-        cause: e,
-      });
+      removeMountPoints(made);
+      throw new DenError("can't mkdir", (e as Error).message, { path: c.path, cause: e });
+    }
+  }
+  return made;
+}
+
+function removeMountPoints(made: string[]): void {
+  for (const p of made.splice(0).reverse()) {
+    try {
+      Deno.removeSync(p, { recursive: true });
+    } catch {
+      // best effort: gone already
     }
   }
 }
@@ -341,9 +367,9 @@ export async function runPlan(
 ): Promise<number> {
   const lc = libc();
   const join = hooks.join;
+  const made = join ? [] : createMountPoints(plan);
   let child = 0;
   const stopForwarding = forwardSignals(() => child);
-  if (!join) createMountPoints(plan);
   const [syncRead, syncWrite] = pipe();
   const [reportRead, reportWrite] = pipe();
   const temps: string[] = [];
@@ -429,6 +455,7 @@ export async function runPlan(
       kill();
       throw e;
     }
+    made.length = 0; // set up: the mount points stay, as with ch-run -w
     removeTemps();
     return await superviseChild(
       pid,
@@ -447,6 +474,7 @@ export async function runPlan(
     stopForwarding();
     closeAll(syncWrite, reportRead);
     removeTemps();
+    removeMountPoints(made);
   }
 }
 
