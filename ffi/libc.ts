@@ -74,6 +74,10 @@ const SYMBOLS = {
   sendmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   open: { parameters: ["buffer", "i32"], result: "i32" },
+  getuid: { parameters: [], result: "u32" },
+  geteuid: { parameters: [], result: "u32" },
+  getgid: { parameters: [], result: "u32" },
+  getegid: { parameters: [], result: "u32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 export type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];

@@ -366,6 +366,12 @@ export async function runPlan(
   hooks: RunHooks = {},
 ): Promise<number> {
   const lc = libc();
+  // As ch-run: never with privileges someone else's install bit gave.
+  if (lc.getuid() !== lc.geteuid() || lc.getgid() !== lc.getegid()) {
+    throw new DenError("", "den must not be setuid or setgid: real and effective ids differ", {
+      hint: "remove the setuid/setgid bit (chmod ug-s); den needs no privileges",
+    });
+  }
   const join = hooks.join;
   const made = join ? [] : createMountPoints(plan);
   let child = 0;

@@ -639,3 +639,30 @@ Deno.test({
     match(out, /done\nstatus=0/);
   },
 });
+
+Deno.test({
+  name: "a setgid den refuses to run, as ch-run does",
+  // A setgid copy of this Deno (only root can make one for another group).
+  ignore: ignore || Deno.uid() !== 0,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const copy = `${work!.path}/deno-setgid`;
+    Deno.copyFileSync(Deno.execPath(), copy);
+    Deno.chownSync(copy, 0, 65534);
+    Deno.chmodSync(copy, 0o2755);
+    const [cmd, ...args] = asTestUser([copy, ...denPlainArgv(["run", IMG, "--", "true"]).slice(1)]);
+    const r = await new Deno.Command(cmd!, {
+      args,
+      env: testUserEnv(),
+      clearEnv: true,
+      stderr: "piped",
+    }).output();
+    Deno.removeSync(copy);
+    equal(r.code, 31);
+    match(
+      new TextDecoder().decode(r.stderr),
+      /^den: error: den must not be setuid or setgid: real and effective ids differ\n/,
+    );
+  },
+});
