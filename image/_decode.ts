@@ -70,7 +70,15 @@ export async function decodeBlob(
   sink: DecodeSink,
   cancelled: () => boolean = () => false,
 ): Promise<DecodeResult> {
-  const file = Deno.openSync(job.path, { read: true });
+  let file: Deno.FsFile;
+  try {
+    file = Deno.openSync(job.path, { read: true });
+  } catch (e) {
+    // Name the file that could not be read (a layer blob), not DEST.
+    const err = e as Error & { code?: string };
+    const msg = err.message.replace(/ \(os error \d+\).*$/, "");
+    throw new Error(`open ${job.path}: ${msg}${err.code ? ` (${err.code})` : ""}`);
+  }
   try {
     if (job.offset) file.seekSync(job.offset, Deno.SeekMode.Start);
     const hashRaw = job.algo ? createHash(job.algo) : undefined;

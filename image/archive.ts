@@ -111,7 +111,12 @@ export async function openArchive(
       path: archive,
     });
   }
-  const head = readHead(archive, 512);
+  let head: Uint8Array;
+  try {
+    head = readHead(archive, 512);
+  } catch (e) {
+    throw fsError("open archive", archive, e);
+  }
   let compression;
   try {
     compression = sniffCompression(head);
@@ -376,30 +381,46 @@ function dirFiles(dir: string): Files {
     get(name: string): Slice | undefined {
       const n = normalize(name);
       if (n.split("/").includes("..") || n === "") return undefined;
+      let st: Deno.FileInfo;
       try {
-        const st = Deno.statSync(`${dir}/${n}`);
-        if (!st.isFile) return undefined;
-        return { path: `${dir}/${n}`, offset: 0, size: st.size };
-      } catch {
-        return undefined;
+        st = Deno.statSync(`${dir}/${n}`);
+      } catch (e) {
+        if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) {
+          return undefined;
+        }
+        throw fsError("open archive", `${dir}/${n}`, e);
       }
+      if (!st.isFile) return undefined;
+      return { path: `${dir}/${n}`, offset: 0, size: st.size };
     },
   };
 }
 
+/** The bytes of a small member; errors name the file (an OCI layout's
+ * index.json, say), not the archive or DEST. */
 function readSlice(s: Slice): Uint8Array {
-  if (s.size > JSON_MAX) throw new Error("file too large");
-  const f = Deno.openSync(s.path);
+  if (s.size > JSON_MAX) {
+    throw new DenError("open archive", `file too large (${s.size} bytes)`, { path: s.path });
+  }
+  let f: Deno.FsFile;
+  try {
+    f = Deno.openSync(s.path);
+  } catch (e) {
+    throw fsError("open archive", s.path, e);
+  }
   try {
     f.seekSync(s.offset, Deno.SeekMode.Start);
     const buf = new Uint8Array(s.size);
     let got = 0;
     while (got < s.size) {
       const n = f.readSync(buf.subarray(got));
-      if (!n) throw new Error("unexpected end of file");
+      if (!n) throw new DenError("open archive", "unexpected end of file", { path: s.path });
       got += n;
     }
     return buf;
+  } catch (e) {
+    if (e instanceof DenError) throw e;
+    throw fsError("open archive", s.path, e);
   } finally {
     f.close();
   }
@@ -708,15 +729,24 @@ function openDocker(
     if (!m || typeof m.Config !== "string" || !Array.isArray(m.Layers)) {
       throw new DenError("open archive", `manifest.json entry ${i + 1} is malformed`);
     }
-    const hex = /([a-f0-9]{64})(?:\.json)?$/.exec(m.Config)?.[1];
-    const cdigest = hex ? `sha256:${hex}` : undefined;
+    // The config's digest is the image ID, which docker and podman declare
+    // in its name ("<hex>.json", "blobs/sha256/<hex>"); the diff_ids in it
+    // check the layers, so a config nothing vouches for is refused.
+    const hex = /(?:^|\/)(?:sha256[:/])?([a-f0-9]{64})(?:\.json)?$/.exec(m.Config)?.[1];
+    if (!hex) {
+      throw new DenError(
+        "open archive",
+        `config ${quote(m.Config)}: no digest declared for it (its name is not an image ID)`,
+      );
+    }
+    const cdigest = `sha256:${hex}`;
     const config = readJsonBlob(files, m.Config, "config", cdigest);
     const names: string[] = Array.isArray(m.RepoTags)
       ? m.RepoTags.filter((t: unknown) => typeof t === "string")
       : [];
     return {
       names,
-      digests: cdigest ? [cdigest] : [],
+      digests: [cdigest],
       os: str(config.os),
       arch: str(config.architecture),
       variant: str(config.variant),

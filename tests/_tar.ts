@@ -205,3 +205,39 @@ export async function makeDockerArchive(
   items.push({ name: "manifest.json", data: JSON.stringify(manifest) });
   return makeTar(items);
 }
+
+/** An OCI image layout directory at `dir` of the given layer tars. */
+export async function makeOciLayout(dir: string, layers: Uint8Array[]): Promise<void> {
+  const blobs = `${dir}/blobs/sha256`;
+  Deno.mkdirSync(blobs, { recursive: true });
+  const add = async (b: Uint8Array) => {
+    const digest = await sha256(b);
+    Deno.writeFileSync(`${blobs}/${digest.slice(7)}`, b);
+    return { digest, size: b.length };
+  };
+  const descs = [];
+  const diffIds = [];
+  for (const l of layers) {
+    descs.push({ mediaType: "application/vnd.oci.image.layer.v1.tar", ...await add(l) });
+    diffIds.push(await sha256(l));
+  }
+  const config = await add(enc.encode(JSON.stringify({
+    architecture: "amd64",
+    os: "linux",
+    rootfs: { type: "layers", diff_ids: diffIds },
+  })));
+  const manifest = await add(enc.encode(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: "application/vnd.oci.image.manifest.v1+json",
+    config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
+    layers: descs,
+  })));
+  Deno.writeTextFileSync(`${dir}/oci-layout`, '{"imageLayoutVersion":"1.0.0"}');
+  Deno.writeTextFileSync(
+    `${dir}/index.json`,
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [{ mediaType: "application/vnd.oci.image.manifest.v1+json", ...manifest }],
+    }),
+  );
+}
