@@ -93,12 +93,12 @@ export interface Plan {
 
 export const CH_RUNNING = "Weird Al Yankovic";
 
-/** Mount points every image needs, in mount order. */
 /**
  * ch-run's default binds, in mount order. Optional ones are bound only when
- * the host and the image both have them, as the same kind of file: the
- * network and machine identity files, and what Cray systems need for their
- * interconnect, workload manager and huge pages.
+ * the host and the image both have them (another kind of file in the image
+ * makes the bind fail, as with ch-run): the network and machine identity
+ * files, and what Cray systems need for their interconnect, workload
+ * manager and huge pages.
  */
 const DEFAULT_BINDS: { path: string; recursive: boolean; optional: boolean }[] = [
   { path: "/dev", recursive: true, optional: false },
@@ -353,7 +353,9 @@ export function planContainer(
       const host = kindOf(fs, d.path);
       if (host === undefined || host === "other") continue;
       const target = resolveInRoot(rootfs, d.path, fs);
-      if (kindOf(fs, target) !== host) continue;
+      // As ch-run: bound when the image has it; if it is another kind of
+      // file there (a directory for /etc/hosts), the bind fails and says so.
+      if (kindOf(fs, target) === undefined) continue;
       ops.push({ kind: "bind", source: d.path, target, recursive: host === "dir" });
       if (host === "dir") view.mounted(inside(target), d.path);
     } else {

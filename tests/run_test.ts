@@ -666,3 +666,16 @@ Deno.test({
     );
   },
 });
+
+t("an image whose /etc/hosts is a directory is refused, as ch-run does", async () => {
+  const img = `${work!.path}/hosts-dir`;
+  buildBusyboxImage(img);
+  Deno.removeSync(`${img}/etc/hosts`);
+  Deno.mkdirSync(`${img}/etc/hosts`);
+  const r = await den(["run", img, "--", "true"]);
+  equal(r.code, 31);
+  equal(
+    r.stderr,
+    `den: error: can't bind /etc/hosts to ${img}/etc/hosts: Not a directory (ENOTDIR)\n`,
+  );
+});
