@@ -1,6 +1,6 @@
 // `den unpack`, `den inspect`, `den images`, `den rm`: the image verbs.
-import { parseArgs } from "node:util";
 import { DenError, usageError } from "../error.ts";
+import { type OptionSpec, parseArgv } from "./args.ts";
 import { readImageMetadata } from "../image/metadata.ts";
 import {
   checkImageName,
@@ -65,15 +65,21 @@ Options:
   -h, --help              print this help and exit
 `;
 
-function parse<T extends Record<string, { type: "string" | "boolean"; short?: string }>>(
-  args: string[],
-  options: T,
-) {
-  try {
-    return parseArgs({ args, options, allowPositionals: true, strict: true });
-  } catch (e) {
-    throw usageError((e as Error).message.split("\n")[0]!.replace(/\.$/, ""), "see --help");
+type Spec = Record<string, { type: "string" | "boolean"; short?: string }>;
+type Values<T extends Spec> = {
+  [K in keyof T]?: T[K]["type"] extends "boolean" ? boolean : string;
+};
+
+/** den's one argument parser (cli/args.ts), with the last value winning. */
+function parse<T extends Spec>(verb: string, args: string[], options: T) {
+  const spec: Record<string, OptionSpec> = {};
+  for (const [name, o] of Object.entries(options)) {
+    spec[name] = { short: o.short, takes: o.type === "boolean" ? "flag" : "value" };
   }
+  const parsed = parseArgv(args, spec, `den ${verb} --help`);
+  const values: Record<string, string | boolean> = {};
+  for (const o of parsed.options) values[o.name] = o.value ?? true;
+  return { values: values as Values<T>, positionals: parsed.positionals };
 }
 
 /** Human-readable size: "56.7 MB". */
@@ -91,7 +97,7 @@ export function formatBytes(n: number): string {
 
 /** den unpack: returns the exit status or throws DenError. */
 export async function unpackCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, {
+  const { values, positionals } = parse("unpack", args, {
     quiet: { type: "boolean", short: "q" },
     force: { type: "boolean", short: "f" },
     arch: { type: "string" },
@@ -160,7 +166,7 @@ function progressLine(p: UnpackProgress): string {
 
 /** den inspect IMAGE [--json] */
 export function inspectCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, {
+  const { values, positionals } = parse("inspect", args, {
     json: { type: "boolean" },
     storage: { type: "string", short: "s" },
     help: { type: "boolean", short: "h" },
@@ -209,7 +215,7 @@ export function inspectCommand(args: string[]): Promise<number> {
 
 /** den images [--json] */
 export function imagesCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, {
+  const { values, positionals } = parse("images", args, {
     json: { type: "boolean" },
     storage: { type: "string", short: "s" },
     help: { type: "boolean", short: "h" },
@@ -248,7 +254,7 @@ export function imagesCommand(args: string[]): Promise<number> {
 
 /** den rm NAME... */
 export function rmCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, {
+  const { values, positionals } = parse("rm", args, {
     storage: { type: "string", short: "s" },
     help: { type: "boolean", short: "h" },
   });

@@ -25,7 +25,8 @@ Exit status: 0 success; a command's own status or 128+N after signal N
 `;
 
 async function main(args: string[]): Promise<number> {
-  const [verb, ...rest] = args;
+  // `deno task den -- ARGS` passes its "--" on; before the verb it means nothing.
+  const [verb, ...rest] = args[0] === "--" ? args.slice(1) : args;
   switch (verb) {
     case "run": {
       const { runCommand } = await import("./run.ts");
