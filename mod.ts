@@ -20,8 +20,8 @@ export {
   type Plan,
   planContainer,
   type RunOptions,
-} from "./plan.ts";
-export { applyEnvOps, type EnvOp } from "./env.ts";
+} from "./run/plan.ts";
+export { applyEnvOps, type EnvOp } from "./run/env.ts";
 export { runPlan } from "./ffi/spawn.ts";
 export {
   unpackImage,

@@ -2,7 +2,7 @@
 
 import { countFlag, lastValue, type OptionSpec, parseArgv } from "./args.ts";
 import { DenError, EXIT_USAGE, usageError } from "../error.ts";
-import type { EnvOp } from "../env.ts";
+import type { EnvOp } from "../run/env.ts";
 import {
   type HostFacts,
   type HostView,
@@ -10,10 +10,10 @@ import {
   planContainer,
   resolveInRoot,
   type RunOptions,
-} from "../plan.ts";
+} from "../run/plan.ts";
 import { out, output, verbose, warn } from "./output.ts";
-import { decideJoin, type JoinDecision, type JoinOptions } from "../join.ts";
-import type { Plan } from "../plan.ts";
+import { decideJoin, type JoinDecision, type JoinOptions } from "../run/join.ts";
+import type { Plan } from "../run/plan.ts";
 import { VERSION } from "./version.ts";
 import { resolveImage } from "../image/store.ts";
 import { readImageMetadata } from "../image/metadata.ts";

@@ -1,7 +1,7 @@
 import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
 import { FEATURES, parseRunArgs, RUN_USAGE } from "./run.ts";
 import { DenError } from "../error.ts";
-import type { RunOptions } from "../plan.ts";
+import type { RunOptions } from "../run/plan.ts";
 
 /** The RunOptions of a run request; fails on any other request. */
 function run(...args: string[]): RunOptions {

@@ -1,7 +1,7 @@
 // runPlan(): start the container a Plan describes and wait for it.
 
 import { DenError, EXIT_CMD } from "../error.ts";
-import type { MountOp, Plan } from "../plan.ts";
+import type { MountOp, Plan } from "../run/plan.ts";
 import { CallChain } from "./chain.ts";
 import {
   CLONE_NEWNS,

@@ -1,6 +1,6 @@
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { addChildCalls, type ChainInputs, type ChainSink, usernsHint } from "./spawn.ts";
-import type { Plan } from "../plan.ts";
+import type { Plan } from "../run/plan.ts";
 import {
   MS_BIND,
   MS_NODEV,

@@ -1,7 +1,7 @@
 // planContainer(): what `den run` will do, as plain data. Nothing here
 // mounts or writes; ffi/spawn.ts carries a Plan out. --dry-run prints it.
 
-import { DenError, EXIT_USAGE } from "./error.ts";
+import { DenError, EXIT_USAGE } from "../error.ts";
 import { applyEnvOps, type Env, type EnvOp } from "./env.ts";
 
 /** A `-b SRC[:DST]` request. */

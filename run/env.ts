@@ -1,6 +1,6 @@
 // Environment of the container: ch-run's rules for --set-env and --unset-env.
 
-import { DenError } from "./error.ts";
+import { DenError } from "../error.ts";
 
 /** One environment operation, applied in command-line order. */
 export type EnvOp =

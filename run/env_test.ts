@@ -7,7 +7,7 @@ import {
   globToRegExp,
   parseEnvLine,
 } from "./env.ts";
-import { DenError } from "./error.ts";
+import { DenError } from "../error.ts";
 
 /** A DenError with exactly this message (for assert.throws). */
 function denError(message: string) {

@@ -10,7 +10,7 @@
 // joins by default (--no-join turns it off), so MPI ranks on a node share
 // one user namespace and cross-memory attach (CMA) works between them.
 
-import { DenError, EXIT_FAILURE } from "./error.ts";
+import { DenError, EXIT_FAILURE } from "../error.ts";
 
 /** What the user asked for on the command line. */
 export interface JoinOptions {

@@ -12,7 +12,7 @@ import {
   resolveInRoot,
   type RunOptions,
 } from "./plan.ts";
-import { DenError } from "./error.ts";
+import { DenError } from "../error.ts";
 
 // An in-memory file system: path -> "dir", "file" or a symlink target.
 type Node = "dir" | "file" | { link: string };
