@@ -3,7 +3,7 @@
 // unpack, run in a worker thread (see blob_stream.ts) so that decompression
 // overlaps with the main thread's file writes.
 import { createHash } from "node:crypto";
-import zlib from "node:zlib";
+import { openInflater } from "./_inflate.ts";
 
 /** A byte range of a file to decode. */
 export interface DecodeJob {
@@ -127,7 +127,7 @@ export async function decodeBlob(
         commit(space, n);
       }
     } else {
-      const inflater = new Inflater(compression);
+      const inflater = openInflater(compression);
       try {
         while (inLen > 0) {
           await inflater.write(input.subarray(0, inLen), sink, commit, cancelled);
@@ -154,111 +154,4 @@ export async function decodeBlob(
 export function emitSink(emit: (chunk: Uint8Array) => void): DecodeSink {
   const buf = new Uint8Array(OUT_CHUNK);
   return { space: () => buf, commit: (n) => emit(buf.subarray(0, n)) };
-}
-
-/** The native handle behind a node:zlib stream, as node's lib/zlib.js uses it. */
-interface ZlibHandle {
-  writeSync(
-    flush: number,
-    input: Uint8Array,
-    inOff: number,
-    inLen: number,
-    out: Uint8Array,
-    outOff: number,
-    outLen: number,
-  ): void;
-  close(): void;
-  onerror?: (message: string, errno: number) => void;
-}
-
-/**
- * Inflates gzip or zstd straight into a sink's buffers through the native
- * handle of a node:zlib stream (what its own sync path, processChunkSync,
- * does): the stream API would hand out a newly allocated buffer per chunk.
- */
-class Inflater {
-  #compression: "gzip" | "zstd";
-  #handle: ZlibHandle;
-  /** [avail_out, avail_in] after each writeSync(). */
-  #state: Uint32Array;
-  #flush: number;
-  #finishFlush: number;
-  #error?: string;
-
-  constructor(compression: "gzip" | "zstd") {
-    this.#compression = compression;
-    // deno-lint-ignore no-explicit-any
-    const stream: any = compression === "gzip" ? zlib.createGunzip() : zlib.createZstdDecompress();
-    const handle = stream._handle as ZlibHandle | undefined;
-    const state = stream._writeState as Uint32Array | undefined;
-    if (typeof handle?.writeSync !== "function" || !(state instanceof Uint32Array)) {
-      throw new Error("internal error: node:zlib streams have no _handle.writeSync");
-    }
-    this.#handle = handle;
-    this.#state = state;
-    this.#flush = stream._defaultFlushFlag;
-    this.#finishFlush = stream._finishFlushFlag;
-    handle.onerror = (message) => this.#error ??= message;
-  }
-
-  /** Inflate all of `input` (or drop what follows the end of the stream). */
-  async write(
-    input: Uint8Array,
-    sink: DecodeSink,
-    commit: (space: Uint8Array, n: number) => void,
-    cancelled: () => boolean,
-  ): Promise<void> {
-    let pos = 0;
-    while (true) {
-      if (cancelled()) throw new Error("cancelled");
-      const space = await sink.space();
-      const availIn = input.length - pos;
-      const [availOut, inLeft] = this.#write(this.#flush, input, pos, space);
-      const used = availIn - inLeft;
-      const made = space.length - availOut;
-      pos += used;
-      commit(space, made);
-      // Output space left over: zlib wants more input, or it stopped at the
-      // end of a gzip member or zstd frame (go on: the next may follow), or
-      // it will not take what follows the last member, as the node:zlib
-      // stream does with trailing zeros.
-      if (availOut > 0 && (inLeft === 0 || (used === 0 && made === 0))) return;
-    }
-  }
-
-  /** Flush the end of the stream; throws if it was truncated. */
-  async finish(
-    sink: DecodeSink,
-    commit: (space: Uint8Array, n: number) => void,
-  ): Promise<void> {
-    const none = new Uint8Array(0);
-    while (true) {
-      const space = await sink.space();
-      const [availOut] = this.#write(this.#finishFlush, none, 0, space);
-      commit(space, space.length - availOut);
-      if (availOut > 0) return;
-    }
-  }
-
-  close(): void {
-    this.#handle.close();
-  }
-
-  #write(flush: number, input: Uint8Array, pos: number, out: Uint8Array): [number, number] {
-    try {
-      this.#handle.writeSync(flush, input, pos, input.length - pos, out, 0, out.length);
-    } catch (e) {
-      // zstd reports errors by throwing, zlib through onerror.
-      this.#error ??= e instanceof Error ? e.message : String(e);
-    }
-    const msg = this.#error;
-    if (msg !== undefined) {
-      throw new Error(
-        msg.includes("unexpected end")
-          ? `${this.#compression} data truncated (unexpected end of file)`
-          : `corrupt ${this.#compression} data (${msg})`,
-      );
-    }
-    return [this.#state[0]!, this.#state[1]!];
-  }
 }

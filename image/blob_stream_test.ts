@@ -1,19 +1,8 @@
 import { assertEquals, assertRejects } from "./_assert.ts";
-import { concat, gzip, sha256, zstd } from "../tests/_tar.ts";
+import { concat, gzip, pseudoRandom, sha256, zstd } from "../tests/_tar.ts";
 import { BlobDecoder } from "./blob_stream.ts";
 import { SLOT_SIZE } from "./_ring.ts";
 import type { Compression } from "./_decode.ts";
-
-/** Bytes that compress, but not to nothing: a few MiB cross ring slots. */
-function pseudoRandom(n: number, seed: number): Uint8Array {
-  const b = new Uint8Array(n);
-  let x = seed;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    b[i] = (x >>> 16) & (i % 3 ? 0xff : 0x0f);
-  }
-  return b;
-}
 
 const a = pseudoRandom(1000, 1);
 const b = pseudoRandom(3 << 20, 2);

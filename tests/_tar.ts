@@ -241,3 +241,14 @@ export async function makeOciLayout(dir: string, layers: Uint8Array[]): Promise<
     }),
   );
 }
+
+/** Bytes that compress, but not to nothing: a few MiB cross ring slots. */
+export function pseudoRandom(n: number, seed: number): Uint8Array {
+  const b = new Uint8Array(n);
+  let x = seed;
+  for (let i = 0; i < n; i++) {
+    x = (x * 1103515245 + 12345) >>> 0;
+    b[i] = (x >>> 16) & (i % 3 ? 0xff : 0x0f);
+  }
+  return b;
+}
