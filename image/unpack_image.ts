@@ -3,6 +3,7 @@
 // into place at the end and removed on any failure or SIGINT/SIGTERM.
 import { DenError } from "../error.ts";
 import { type ArchiveFormat, openArchive } from "./archive.ts";
+import { exchangePaths } from "./_exchange.ts";
 import { BlobDecoder, type BlobStream } from "./blob_stream.ts";
 import { quote } from "./entry_path.ts";
 import { type ImageMetadata, metadataFromConfig, writeImageMetadata } from "./metadata.ts";
@@ -103,6 +104,7 @@ export async function unpackImage(
     throw fsError("unpack", parent, e);
   }
   const rootfs = `${tmp}/rootfs`;
+  let replaced = false;
 
   let signalled: Deno.Signal | undefined;
   let current: BlobStream | undefined;
@@ -233,7 +235,7 @@ export async function unpackImage(
     metadata.size = stats.bytes;
     writeImageMetadata(rootfs, metadata);
     checkSignal();
-    install(rootfs, dest, tmp, !!options.force);
+    replaced = install(rootfs, dest, !!options.force);
     return {
       dest,
       name: source.name,
@@ -257,7 +259,8 @@ export async function unpackImage(
       }
     }
     try {
-      makeTreeRemovable(`${tmp}/old`);
+      // After an exchange the old image is tmp/rootfs, and may be read-only.
+      if (replaced) makeTreeRemovable(rootfs);
       Deno.removeSync(tmp, { recursive: true });
     } catch {
       // best effort; nothing more we can do
@@ -274,31 +277,38 @@ function exists(path: string): boolean {
   }
 }
 
-/** Move the finished rootfs to dest; with force, the old one goes into tmp
- * (removed with it), so a reader sees either the old or the new image. */
-function install(rootfs: string, dest: string, tmp: string, force: boolean): void {
+/**
+ * Move the finished rootfs to dest. With force, an existing dest is swapped
+ * with it in one renameat2(RENAME_EXCHANGE), so readers see the old image or
+ * the new one, never none; the old one ends up in tmp and goes with it. Where
+ * the filesystem cannot exchange, dest is kept and the unpack refused.
+ */
+function install(rootfs: string, dest: string, force: boolean): boolean {
   for (let attempt = 0; attempt < 5; attempt++) {
     if (force && exists(dest)) {
+      let r: ReturnType<typeof exchangePaths>;
       try {
-        Deno.renameSync(dest, `${tmp}/old`);
+        r = exchangePaths(rootfs, dest);
       } catch (e) {
-        if (!(e instanceof Deno.errors.NotFound)) throw fsError("unpack: replace", dest, e);
+        throw fsError("unpack: replace", dest, e);
       }
+      if (r === "swapped") return true;
+      if (r === "unsupported") {
+        throw new DenError("unpack", "cannot replace the destination atomically here", {
+          path: dest,
+          hint: "this filesystem has no renameat2(RENAME_EXCHANGE); remove DEST first",
+        });
+      }
+      // "missing": dest went away meanwhile; rename below.
     }
     try {
       Deno.renameSync(rootfs, dest);
-      return;
+      return false;
     } catch (e) {
       const code = (e as { code?: string }).code;
       if (code === "ENOTEMPTY" || code === "EEXIST" || code === "ENOTDIR" || code === "EISDIR") {
-        if (force) {
-          // Another unpack won the race; replace its result too.
-          if (exists(`${tmp}/old`)) {
-            makeTreeRemovable(`${tmp}/old`);
-            Deno.removeSync(`${tmp}/old`, { recursive: true });
-          }
-          continue;
-        }
+        // Another unpack won the race: with force, replace its result too.
+        if (force) continue;
         throw new DenError("unpack", "destination exists", {
           path: dest,
           hint: "use --force to replace it",

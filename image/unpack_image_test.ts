@@ -248,3 +248,36 @@ Deno.test("unpackImage() handles large and sparse-ish files in small memory", as
   assertEquals(Deno.statSync(`${t.dir}/out/big`).size, 5 << 20);
   assertEquals(concat([]).length, 0);
 });
+
+Deno.test("unpackImage() with force replaces DEST atomically: it never goes missing", async () => {
+  using t = tmp();
+  const ar = t.write("img.tar", await makeDockerArchive([layer1]));
+  const dest = `${t.dir}/out`;
+  await unpackImage(ar, dest);
+  // Another thread stats DEST as fast as it can while it is replaced.
+  const src = `
+    let missing = 0, looking = true;
+    self.onmessage = (e) => { looking = false; };
+    const path = ${JSON.stringify(dest)};
+    (async () => {
+      while (looking) {
+        for (let i = 0; i < 2000; i++) {
+          try { Deno.statSync(path); } catch { missing++; }
+        }
+        await new Promise((r) => setTimeout(r, 0));
+      }
+      self.postMessage(missing);
+    })();`;
+  const url = URL.createObjectURL(new Blob([src], { type: "text/javascript" }));
+  const w = new Worker(url, { type: "module" });
+  try {
+    for (let i = 0; i < 40; i++) await unpackImage(ar, dest, { force: true });
+    const missing = new Promise<number>((r) => w.onmessage = (e) => r(e.data));
+    w.postMessage("stop");
+    assertEquals(await missing, 0);
+  } finally {
+    w.terminate();
+    URL.revokeObjectURL(url);
+  }
+  assertEquals(t.ls(), ["img.tar", "out"]);
+});
