@@ -4,6 +4,7 @@
 //   deno run -A tests/bench_unpack.ts        (DEN_BENCH_DIR to move scratch)
 //
 // Bar: den at least 1.25x GNU tar's speed, peak RSS under 256 MiB.
+import { createHash } from "node:crypto";
 import { info } from "../cli/output.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -39,7 +40,9 @@ async function sha256File(path: string): Promise<string> {
 async function buildArchive(
   dir: string,
 ): Promise<{ archive: string; layers: string[]; bytes: number }> {
-  const archive = `${dir}/bench-docker.tar`;
+  // v2: the config is named by its digest, as docker and podman write it
+  // (den refuses a config whose digest nothing declares).
+  const archive = `${dir}/bench-docker-v2.tar`;
   const layers = LAYERS.map(([n]) => `${dir}/layers/${n}.tar.gz`);
   const sizeOf = async () => {
     let bytes = 0;
@@ -78,12 +81,13 @@ async function buildArchive(
     config: { Env: ["PATH=/usr/bin:/bin"], Cmd: ["/bin/sh"] },
     rootfs: { type: "layers", diff_ids: diffIds },
   });
-  Deno.writeTextFileSync(`${stage}/config.json`, config);
+  const configName = `${createHash("sha256").update(config).digest("hex")}.json`;
+  Deno.writeTextFileSync(`${stage}/${configName}`, config);
   Deno.writeTextFileSync(
     `${stage}/manifest.json`,
-    JSON.stringify([{ Config: "config.json", RepoTags: ["bench:latest"], Layers: names }]),
+    JSON.stringify([{ Config: configName, RepoTags: ["bench:latest"], Layers: names }]),
   );
-  await run(["tar", "-C", stage, "-cf", archive, "manifest.json", "config.json", ...names]);
+  await run(["tar", "-C", stage, "-cf", archive, "manifest.json", configName, ...names]);
   Deno.removeSync(stage, { recursive: true });
   return { archive, layers, bytes: await sizeOf() };
 }
