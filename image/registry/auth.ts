@@ -1,0 +1,181 @@
+// Registry authentication: WWW-Authenticate challenges (RFC 7235), and
+// credentials from the files podman, skopeo and docker write, in the order
+// containers-auth.json(5) gives. Secrets stay in Credentials objects: no
+// error or message here includes a password, an "auth" value or a token.
+import { DenError } from "../../error.ts";
+
+/** One challenge of a WWW-Authenticate header. */
+export interface Challenge {
+  /** Lower-case scheme: "bearer", "basic". */
+  scheme: string;
+  /** Parameters, names lower-cased ("realm", "service", "scope"). */
+  params: Record<string, string>;
+}
+
+/**
+ * Parse a WWW-Authenticate header into its challenges. A header may hold
+ * several (`Basic realm="a", Bearer realm="b",service="c"`): a token not
+ * followed by "=" starts a new challenge.
+ */
+export function parseChallenges(header: string): Challenge[] {
+  const out: Challenge[] = [];
+  let i = 0;
+  const n = header.length;
+  const skip = (re: RegExp) => {
+    while (i < n && re.test(header[i]!)) i++;
+  };
+  const token = (): string => {
+    const start = i;
+    while (i < n && /[!#$%&'*+.^_`|~0-9A-Za-z-]/.test(header[i]!)) i++;
+    return header.slice(start, i);
+  };
+  let current: Challenge | undefined;
+  while (i < n) {
+    skip(/[\s,]/);
+    if (i >= n) break;
+    const word = token();
+    if (!word) {
+      i++; // a stray character: ignore it
+      continue;
+    }
+    skip(/[ \t]/);
+    if (header[i] === "=" && current) {
+      i++;
+      skip(/[ \t]/);
+      let value = "";
+      if (header[i] === '"') {
+        i++;
+        while (i < n && header[i] !== '"') {
+          if (header[i] === "\\" && i + 1 < n) i++;
+          value += header[i++];
+        }
+        i++; // closing quote
+      } else {
+        const start = i;
+        while (i < n && header[i] !== "," && !/\s/.test(header[i]!)) i++;
+        value = header.slice(start, i);
+      }
+      current.params[word.toLowerCase()] = value;
+    } else if (header[i] === "=") {
+      // token68 or a parameter before any scheme: skip it
+      while (i < n && header[i] !== ",") i++;
+    } else {
+      current = { scheme: word.toLowerCase(), params: {} };
+      out.push(current);
+    }
+  }
+  return out;
+}
+
+/** A user name and password for one registry, and the file they came from. */
+export interface Credentials {
+  username: string;
+  password: string;
+  /** The auth file they were read from, for error messages. */
+  source: string;
+}
+
+/** The credential files to read, in order (containers-auth.json(5), then docker's). */
+export function authFilePaths(env: Record<string, string | undefined>): string[] {
+  const out: string[] = [];
+  if (env.REGISTRY_AUTH_FILE) out.push(env.REGISTRY_AUTH_FILE);
+  if (env.XDG_RUNTIME_DIR) out.push(`${env.XDG_RUNTIME_DIR}/containers/auth.json`);
+  if (env.HOME) {
+    out.push(`${env.HOME}/.config/containers/auth.json`);
+    out.push(`${env.HOME}/.docker/config.json`);
+  }
+  return out;
+}
+
+/** "https://index.docker.io/v1/" and "docker.io" name the same registry. */
+export function normalizeAuthKey(key: string): string {
+  let k = key.replace(/^[a-z]+:\/\//i, "").replace(/\/+$/, "");
+  k = k.replace(/\/v[12]$/, "");
+  const slash = k.indexOf("/");
+  const host = slash < 0 ? k : k.slice(0, slash);
+  const rest = slash < 0 ? "" : k.slice(slash);
+  if (host === "index.docker.io" || host === "registry-1.docker.io") return `docker.io${rest}`;
+  return k;
+}
+
+function decodeAuth(auth: string, source: string, key: string): Credentials {
+  let text: string;
+  try {
+    const bin = atob(auth);
+    text = new TextDecoder("utf-8", { fatal: true }).decode(
+      Uint8Array.from(bin, (c) => c.charCodeAt(0)),
+    );
+  } catch {
+    throw new DenError("read credentials", `"auth" of ${JSON.stringify(key)} is not base64`, {
+      path: source,
+    });
+  }
+  const colon = text.indexOf(":");
+  if (colon < 0) {
+    throw new DenError(
+      "read credentials",
+      `"auth" of ${JSON.stringify(key)} is not "user:password"`,
+      { path: source },
+    );
+  }
+  return { username: text.slice(0, colon), password: text.slice(colon + 1), source };
+}
+
+/**
+ * Credentials for a registry and repository from the first auth file that
+ * has an entry: "registry/repo/path" entries before "registry/repo", before
+ * "registry" (as podman matches them). Undefined when no file has one.
+ */
+export function findCredentials(
+  registry: string,
+  repository: string,
+  env: Record<string, string | undefined>,
+): Credentials | undefined {
+  const wanted: string[] = [];
+  const parts = repository.split("/");
+  for (let i = parts.length; i > 0; i--) wanted.push(`${registry}/${parts.slice(0, i).join("/")}`);
+  wanted.push(registry);
+  for (const path of authFilePaths(env)) {
+    let text: string;
+    try {
+      text = Deno.readTextFileSync(path);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) continue;
+      throw new DenError("read credentials", (e as Error).message.replace(/ \(os error.*$/, ""), {
+        path,
+      });
+    }
+    let v: unknown;
+    try {
+      v = JSON.parse(text);
+    } catch {
+      throw new DenError("read credentials", "invalid JSON", { path });
+    }
+    const auths = (v as { auths?: unknown })?.auths;
+    if (!auths || typeof auths !== "object") continue;
+    const byKey = new Map<string, [string, Record<string, unknown>]>();
+    for (const [key, entry] of Object.entries(auths as Record<string, unknown>)) {
+      if (entry && typeof entry === "object") {
+        byKey.set(normalizeAuthKey(key), [key, entry as Record<string, unknown>]);
+      }
+    }
+    for (const w of wanted) {
+      const found = byKey.get(w);
+      if (!found) continue;
+      const [key, entry] = found;
+      if (typeof entry.auth === "string" && entry.auth) return decodeAuth(entry.auth, path, key);
+      if (typeof entry.username === "string" && typeof entry.password === "string") {
+        return { username: entry.username, password: entry.password, source: path };
+      }
+    }
+  }
+  return undefined;
+}
+
+/** The Authorization header value of Basic credentials (UTF-8, RFC 7617). */
+export function basicAuthorization(c: Credentials): string {
+  const bytes = new TextEncoder().encode(`${c.username}:${c.password}`);
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return `Basic ${btoa(bin)}`;
+}

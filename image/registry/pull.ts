@@ -1,0 +1,419 @@
+// den pull: a manifest from a registry, the platform's image, its blobs into
+// the cache (in parallel, verified while they stream), then an OCI layout of
+// links to the cached blobs that unpackImage() turns into DEST, as for
+// `den unpack`.
+import { createHash } from "node:crypto";
+import { DenError } from "../../error.ts";
+import { hostArch } from "../archive.ts";
+import { readImageMetadata } from "../metadata.ts";
+import { parseImageRef } from "../ref.ts";
+import { makeTreeRemovable, secureStorage } from "../store.ts";
+import { unpackImage, type UnpackProgress, type UnpackResult } from "../unpack_image.ts";
+import { BlobCache } from "./blobs.ts";
+import { readBytesLimited, RegistryClient } from "./client.ts";
+import {
+  choosePlatform,
+  type Descriptor,
+  type Manifest,
+  MANIFEST_ACCEPT,
+  MANIFEST_MAX,
+  normArch,
+  parseArch,
+  parseManifest,
+} from "./manifest.ts";
+import type { PullRef } from "./ref.ts";
+
+/** Download progress, reported about ten times a second. */
+export interface DownloadProgress {
+  /** Blobs (config and layers) complete, of `blobs`. */
+  done: number;
+  blobs: number;
+  /** Bytes in the cache of this image's blobs, of `total`. */
+  bytes: number;
+  total: number;
+  /** Seconds since the start of the pull. */
+  elapsed: number;
+}
+
+export interface PullOptions {
+  /** Storage directory (for the blob cache): -s, else $DEN_STORAGE, else the default. */
+  storage?: string;
+  /** Architecture, as `den unpack --arch` ("arm64", "arm/v7"); default the host's. */
+  arch?: string;
+  /** Parallel blob downloads (default 4). */
+  jobs?: number;
+  /** Verify TLS certificates (default true). */
+  tlsVerify?: boolean;
+  /** Replace DEST when it exists. */
+  force?: boolean;
+  /** DEST is a name in storage: replacing it is fine when it was pulled from the same repository. */
+  stored?: boolean;
+  env?: Record<string, string | undefined>;
+  onDownload?: (p: DownloadProgress) => void;
+  onUnpack?: (p: UnpackProgress) => void;
+  onWarning?: (msg: string) => void;
+  log?: (msg: string) => void;
+  /** Seconds without data before a transfer is resumed (default 30). */
+  stallSeconds?: number;
+}
+
+export interface PullResult {
+  ref: string;
+  /** Digest of the image manifest that was unpacked. */
+  digest: string;
+  dest: string;
+  layers: number;
+  /** Blobs downloaded now, and found in the cache. */
+  downloaded: number;
+  cached: number;
+  /** Bytes downloaded now. */
+  bytes: number;
+  seconds: number;
+  /** Undefined when DEST already held this image (nothing to do). */
+  unpack?: UnpackResult;
+}
+
+const SIGNALS: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+const SIGNAL_EXIT: Record<string, number> = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 };
+
+function sha256(bytes: Uint8Array): string {
+  return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+}
+
+/**
+ * Pull `ref` into the directory `dest` (made atomically by unpackImage).
+ *
+ * @example
+ * ```ts
+ * const r = await pullImage(parsePullRef("busybox"), "/scratch/bb", { jobs: 4 });
+ * console.log(r.digest, r.layers);
+ * ```
+ */
+export async function pullImage(
+  ref: PullRef,
+  dest: string,
+  options: PullOptions = {},
+): Promise<PullResult> {
+  const start = performance.now();
+  const abort = new AbortController();
+  let signalled: Deno.Signal | undefined;
+  const handlers = SIGNALS.map((s) =>
+    [s, () => {
+      signalled ??= s;
+      abort.abort(
+        new DenError("", `interrupted by ${s}`, { exitCode: SIGNAL_EXIT[s] ?? 130 }),
+      );
+    }] as const
+  );
+  for (const [s, h] of handlers) {
+    try {
+      Deno.addSignalListener(s, h);
+    } catch {
+      // not supported here
+    }
+  }
+  const removeHandlers = () => {
+    for (const [s, h] of handlers) {
+      try {
+        Deno.removeSignalListener(s, h);
+      } catch {
+        // ignore
+      }
+    }
+  };
+  let layout: string | undefined;
+  try {
+    const storage = secureStorage(options.storage, true);
+    const cache = new BlobCache(`${storage}/blobs/sha256`);
+    const client = new RegistryClient(ref, {
+      tlsVerify: options.tlsVerify,
+      env: options.env,
+      signal: abort.signal,
+      log: options.log,
+    });
+    // The manifest: by digest when given (verified), else by tag.
+    const top = await getManifest(client, ref.digest ?? ref.tag ?? "latest", ref.digest);
+    let manifestBytes = top.bytes;
+    let manifestDigest = top.digest;
+    let manifest = top.manifest;
+    let wantArch: string | undefined;
+    if (manifest.kind === "index") {
+      wantArch = options.arch ?? hostArch();
+      const d = choosePlatform(manifest.manifests, wantArch, "");
+      const sub = await getManifest(client, d.digest, d.digest);
+      if (sub.manifest.kind !== "manifest") {
+        throw new DenError("", `manifest ${d.digest}: an index inside an index`);
+      }
+      manifestBytes = sub.bytes;
+      manifestDigest = sub.digest;
+      manifest = sub.manifest;
+    }
+    const image = manifest as Extract<Manifest, { kind: "manifest" }>;
+    if (isUpToDate(dest, ref, manifestDigest, options)) {
+      return {
+        ref: ref.text,
+        digest: manifestDigest,
+        dest,
+        layers: image.layers.length,
+        downloaded: 0,
+        cached: 0,
+        bytes: 0,
+        seconds: (performance.now() - start) / 1000,
+      };
+    }
+
+    // The config first (small): its architecture decides before any layer is fetched.
+    const blobs = [image.config, ...image.layers];
+    const unique = [...new Map(blobs.map((b) => [b.digest, b])).values()];
+    const total = unique.reduce((n, b) => n + b.size, 0);
+    const progress = { done: 0, bytes: 0, downloaded: 0, cached: 0, fetched: 0 };
+    let lastReport = 0;
+    const report = (force = false) => {
+      const now = performance.now();
+      if (!options.onDownload || (!force && now - lastReport < 100)) return;
+      lastReport = now;
+      options.onDownload({
+        done: progress.done,
+        blobs: unique.length,
+        bytes: progress.bytes,
+        total,
+        elapsed: (now - start) / 1000,
+      });
+    };
+    const fetchOne = async (d: Descriptor) => {
+      const hit = await cache.fetch(client, d, {
+        signal: abort.signal,
+        stallMs: (options.stallSeconds ?? 30) * 1000,
+        log: options.log,
+        onBytes: (n) => {
+          progress.bytes += n;
+          progress.fetched += n;
+          report();
+        },
+      });
+      if (hit) {
+        progress.cached++;
+        progress.bytes += d.size;
+      } else progress.downloaded++;
+      progress.done++;
+      report();
+    };
+    await fetchOne(image.config);
+    const config = readConfig(cache.path(image.config.digest), image.config.digest);
+    const unpackArch = checkArch(config, options.arch, wantArch, options.onWarning);
+    await parallel(
+      unique.filter((b) => b.digest !== image.config.digest),
+      Math.max(1, options.jobs ?? 4),
+      fetchOne,
+      (e) => abort.abort(e),
+    );
+    report(true);
+    abort.signal.throwIfAborted();
+
+    // An OCI layout of links into the cache, beside the cache so links work.
+    cache.put(manifestDigest, manifestBytes);
+    layout = Deno.makeTempDirSync({ dir: storage, prefix: ".pull-" });
+    Deno.mkdirSync(`${layout}/blobs/sha256`, { recursive: true });
+    for (const digest of [manifestDigest, ...unique.map((b) => b.digest)]) {
+      const from = cache.path(digest);
+      const to = `${layout}/blobs/sha256/${digest.slice(7)}`;
+      try {
+        Deno.linkSync(from, to);
+      } catch {
+        Deno.symlinkSync(from, to);
+      }
+    }
+    Deno.writeTextFileSync(`${layout}/oci-layout`, '{"imageLayoutVersion":"1.0.0"}\n');
+    Deno.writeTextFileSync(
+      `${layout}/index.json`,
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: "application/vnd.oci.image.index.v1+json",
+        manifests: [{
+          mediaType: image.mediaType,
+          digest: manifestDigest,
+          size: manifestBytes.length,
+          annotations: { "org.opencontainers.image.ref.name": ref.text },
+        }],
+      }) + "\n",
+    );
+    // unpackImage takes SIGINT/SIGTERM from here on (and cleans up after itself).
+    removeHandlers();
+    abort.signal.throwIfAborted();
+    const unpack = await unpackImage(layout, dest, {
+      force: options.force || options.stored,
+      arch: unpackArch,
+      onProgress: options.onUnpack,
+      onWarning: options.onWarning,
+    });
+    return {
+      ref: ref.text,
+      digest: manifestDigest,
+      dest,
+      layers: image.layers.length,
+      downloaded: progress.downloaded,
+      cached: progress.cached,
+      bytes: progress.fetched,
+      seconds: (performance.now() - start) / 1000,
+      unpack,
+    };
+  } catch (e) {
+    const inner = abort.signal.aborted && abort.signal.reason instanceof DenError
+      ? abort.signal.reason
+      : e;
+    if (inner instanceof DenError) {
+      throw new DenError("", `pull ${ref.text}`, {
+        cause: inner,
+        exitCode: inner.exitCode,
+      });
+    }
+    throw new DenError("", `pull ${ref.text}`, {
+      cause: new DenError("", (inner as Error)?.message ?? String(inner)),
+    });
+  } finally {
+    removeHandlers();
+    if (layout) {
+      try {
+        makeTreeRemovable(layout);
+        Deno.removeSync(layout, { recursive: true });
+      } catch {
+        // best effort
+      }
+    }
+  }
+}
+
+/** GET a manifest, check its digest (against `expected` when pulling by digest) and parse it. */
+async function getManifest(
+  client: RegistryClient,
+  reference: string,
+  expected: string | undefined,
+): Promise<{ bytes: Uint8Array; digest: string; manifest: Manifest }> {
+  const what = `manifest ${
+    expected ?? `${client.ref.registry}/${client.ref.repository}:${reference}`
+  }`;
+  const res = await client.get(
+    `/v2/${client.ref.repository}/manifests/${reference}`,
+    what,
+    { accept: MANIFEST_ACCEPT },
+  );
+  if (res.status === 404) {
+    await res.body?.cancel();
+    throw new DenError("", `${what}: not found in ${client.ref.registry}`);
+  }
+  if (!res.ok) {
+    await res.body?.cancel();
+    throw new DenError("", `${what}: HTTP ${res.status} from ${client.ref.registry}`);
+  }
+  const bytes = await readBytesLimited(res, MANIFEST_MAX, what);
+  const digest = sha256(bytes);
+  if (expected && digest !== expected) {
+    throw new DenError("", `${what}: digest mismatch (got ${digest})`);
+  }
+  const header = res.headers.get("docker-content-digest");
+  if (!expected && header && header.startsWith("sha256:") && header !== digest) {
+    throw new DenError("", `${what}: digest mismatch (got ${digest}, registry says ${header})`);
+  }
+  const manifest = parseManifest(bytes, res.headers.get("content-type") ?? "", what);
+  return { bytes, digest, manifest };
+}
+
+function readConfig(path: string, digest: string): Record<string, unknown> {
+  try {
+    const v = JSON.parse(Deno.readTextFileSync(path));
+    if (v && typeof v === "object" && !Array.isArray(v)) return v;
+  } catch {
+    // below
+  }
+  throw new DenError("", `config ${digest}: not a JSON object`);
+}
+
+/**
+ * The architecture to tell unpackImage (the config's own, so it picks the
+ * one image silently); refuses a single-platform image of another
+ * architecture than --arch, and warns when it is not the host's.
+ */
+function checkArch(
+  config: Record<string, unknown>,
+  arch: string | undefined,
+  fromIndex: string | undefined,
+  warn: ((msg: string) => void) | undefined,
+): string | undefined {
+  const has = typeof config.architecture === "string" ? normArch(config.architecture) : undefined;
+  const variant = typeof config.variant === "string" && config.variant ? config.variant : undefined;
+  if (!has) return undefined;
+  const own = variant ? `${has}/${variant}` : has;
+  if (fromIndex) return own;
+  const want = parseArch(arch ?? hostArch());
+  const same = want.architecture === has && (!want.variant || !variant || want.variant === variant);
+  if (!same && arch !== undefined) {
+    throw new DenError("", `image is for linux/${own}, not linux/${arch}`, {
+      hint: "choose another image or --arch",
+    });
+  }
+  if (!same) warn?.(`image is for ${own}, not this host (${want.architecture})`);
+  return own;
+}
+
+/**
+ * Whether DEST already holds this image (same ref, same manifest digest),
+ * and the checks before anything is downloaded: an existing DEST needs
+ * --force, or for a stored name, to come from the same repository.
+ */
+function isUpToDate(dest: string, ref: PullRef, digest: string, options: PullOptions): boolean {
+  let exists = false;
+  try {
+    Deno.lstatSync(dest);
+    exists = true;
+  } catch {
+    exists = false;
+  }
+  if (!exists) return false;
+  let meta;
+  try {
+    meta = readImageMetadata(dest);
+  } catch {
+    meta = undefined;
+  }
+  if (options.force) return false;
+  let sameRepo = false;
+  try {
+    const was = meta?.image ? parseImageRef(meta.image) : undefined;
+    sameRepo = !!was && was.registry === ref.registry && was.repository === ref.repository;
+  } catch {
+    sameRepo = false;
+  }
+  if (options.stored && sameRepo) return meta?.digest === digest && meta?.image === ref.text;
+  throw new DenError("", `destination exists: ${dest}`, {
+    hint: options.stored && meta?.image
+      ? `it holds ${meta.image}; use --force to replace it`
+      : "use --force to replace it",
+  });
+}
+
+/** Run `fn` on every item, at most `jobs` at a time; the first error is
+ * passed to `onError` (which aborts the others) and thrown at the end. */
+async function parallel<T>(
+  items: T[],
+  jobs: number,
+  fn: (item: T) => Promise<void>,
+  onError: (e: unknown) => void,
+): Promise<void> {
+  let next = 0;
+  let failed: unknown;
+  const worker = async () => {
+    while (failed === undefined && next < items.length) {
+      const item = items[next++]!;
+      try {
+        await fn(item);
+      } catch (e) {
+        if (failed === undefined) {
+          failed = e;
+          onError(e);
+        }
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(jobs, items.length) }, worker));
+  if (failed !== undefined) throw failed;
+}
