@@ -1,0 +1,142 @@
+// `den pull`: an image from an OCI/Docker registry into a directory or storage.
+import { usageError } from "../error.ts";
+import { parseArgv } from "./args.ts";
+import { formatBytes } from "./image.ts";
+import { errRaw, info, out, output, verbose, warn } from "./output.ts";
+import { checkImageName, imagePath, isImageName } from "../image/store.ts";
+import { type DownloadProgress, pullImage } from "../image/registry/pull.ts";
+import { parsePullRef, storageNameOf } from "../image/registry/ref.ts";
+import type { UnpackProgress } from "../image/unpack_image.ts";
+
+export const PULL_USAGE = `Usage: den pull [OPTIONS] REF [DEST]
+
+Pull an image from an OCI/Docker registry and unpack it into a directory you own.
+
+REF is a Docker reference: NAME[:TAG][@sha256:DIGEST], where NAME is
+[REGISTRY[:PORT]/]PATH ("alpine" is docker.io/library/alpine:latest). DEST
+is a directory path if it contains "/", else the name of an image in the
+storage directory; without DEST, the image is stored under a name made from
+REF ("alpine", "alpine+3.19"). Blobs are cached in STORAGE/blobs.
+
+Credentials come from $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+~/.config/containers/auth.json, then ~/.docker/config.json.
+
+Options:
+  -q, --quiet             print nothing but errors
+  -f, --force             replace DEST if it exists
+      --arch ARCH         architecture to choose (default: this host's),
+                          with a variant as in arm/v7
+  -j, --jobs N            blobs downloaded in parallel (default 4)
+      --tls-verify=false  don't check the registry's certificate, and allow
+                          plain http
+  -s, --storage DIR       storage directory (default: $DEN_STORAGE or
+                          /var/tmp/$USER/den)
+  -v, --verbose           say what den does
+  -h, --help              print this help and exit
+`;
+
+/** den pull: returns the exit status or throws DenError. */
+export async function pullCommand(args: string[]): Promise<number> {
+  const parsed = parseArgv(args, {
+    quiet: { short: "q", takes: "flag" },
+    force: { short: "f", takes: "flag" },
+    arch: { takes: "value" },
+    jobs: { short: "j", takes: "value" },
+    "tls-verify": { takes: "optional" },
+    storage: { short: "s", takes: "value" },
+    verbose: { short: "v", takes: "flag" },
+    help: { short: "h", takes: "flag" },
+  }, "den pull --help");
+  const values: Record<string, string | true> = {};
+  for (const o of parsed.options) values[o.name] = o.value ?? true;
+  const positionals = parsed.positionals;
+  if (values.help) {
+    out(PULL_USAGE);
+    return 0;
+  }
+  if (positionals.length < 1 || positionals.length > 2) {
+    throw usageError("pull needs REF and at most one DEST", "see den pull --help");
+  }
+  let jobs = 4;
+  if (typeof values.jobs === "string") {
+    jobs = Number(values.jobs);
+    if (!/^[0-9]+$/.test(values.jobs) || jobs < 1 || jobs > 64) {
+      throw usageError(`--jobs: expected a number from 1 to 64, got "${values.jobs}"`);
+    }
+  }
+  let tlsVerify = true;
+  const tv = values["tls-verify"];
+  if (tv !== undefined) {
+    if (tv === true || tv === "true") tlsVerify = true;
+    else if (tv === "false") tlsVerify = false;
+    else throw usageError(`--tls-verify: expected true or false, got "${tv}"`);
+  }
+  const arch = typeof values.arch === "string" ? values.arch : undefined;
+  if (arch !== undefined && !/^[a-z0-9_]+(\/[a-z0-9_]+){0,2}$/.test(arch)) {
+    throw usageError(`--arch: invalid architecture "${arch}"`);
+  }
+  const storage = typeof values.storage === "string" ? values.storage : undefined;
+  const ref = parsePullRef(positionals[0]!);
+  const destArg = positionals[1] ?? storageNameOf(ref);
+  const stored = isImageName(destArg);
+  if (stored) checkImageName(destArg);
+  const dest = stored ? imagePath(destArg, storage) : destArg;
+  if (values.verbose) output.verbosity = Math.max(output.verbosity, 1);
+  const quiet = values.quiet === true || output.verbosity < 0;
+  if (quiet) output.verbosity = -1;
+  const tty = !quiet && Deno.stderr.isTerminal();
+  let drawn = false;
+  const draw = (line: string) => {
+    drawn = true;
+    errRaw(`\r\x1b[K${line}`);
+  };
+  let result;
+  try {
+    result = await pullImage(ref, dest, {
+      storage,
+      arch,
+      jobs,
+      tlsVerify,
+      force: values.force === true,
+      stored,
+      onDownload: tty ? (p) => draw(downloadLine(ref.text, p)) : undefined,
+      onUnpack: tty ? (p) => draw(unpackLine(p)) : undefined,
+      onWarning: quiet ? undefined : (m) => warn(m),
+      log: (m) => verbose(m),
+    });
+  } finally {
+    if (drawn) errRaw("\r\x1b[K");
+  }
+  if (!quiet) {
+    const name = stored ? destArg : dest;
+    const digest = result.digest.slice(0, 19);
+    if (!result.unpack) {
+      info(`${name} is up to date (${result.ref}, ${digest})`);
+    } else {
+      const s = result.unpack.stats;
+      info(
+        `pulled ${result.ref} (${digest}) into ${name}: ${result.layers} layer` +
+          `${result.layers === 1 ? "" : "s"}, ${formatBytes(result.bytes)} downloaded` +
+          `${
+            result.cached ? `, ${result.cached} blob${result.cached === 1 ? "" : "s"} cached` : ""
+          }, ` +
+          `${s.files} files in ${result.seconds.toFixed(1)} s`,
+      );
+    }
+  }
+  return 0;
+}
+
+function downloadLine(ref: string, p: DownloadProgress): string {
+  const width = 20;
+  const done = p.total > 0 ? Math.min(width, Math.floor((p.bytes / p.total) * width)) : width;
+  const rate = p.elapsed > 0 ? p.bytes / p.elapsed : 0;
+  return `den: ${ref} [${"#".repeat(done)}${
+    "-".repeat(width - done)
+  }] ${p.done}/${p.blobs} blobs ` +
+    `${formatBytes(p.bytes)}/${formatBytes(p.total)}  ${formatBytes(rate)}/s`;
+}
+
+function unpackLine(p: UnpackProgress): string {
+  return `den: unpacking layer ${p.layer}/${p.layers}  ${p.files} files  ${formatBytes(p.bytes)}`;
+}
