@@ -272,10 +272,29 @@ function readEnvFiles(ops: EnvOp[], rootfs: string): EnvOp[] {
   });
 }
 
+/**
+ * den's environment as it was started. Deno sets PATH itself when it is
+ * missing (to its node_compat_bin), so Deno.env would hide an unset PATH
+ * that ch-run warns about and passes on unset; /proc/self/environ has the
+ * environment exec(2) gave.
+ */
+function hostEnvironment(): [string, string][] {
+  try {
+    const out: [string, string][] = [];
+    for (const entry of Deno.readTextFileSync("/proc/self/environ").split("\0")) {
+      const eq = entry.indexOf("=");
+      if (eq > 0) out.push([entry.slice(0, eq), entry.slice(eq + 1)]);
+    }
+    return out;
+  } catch {
+    return Object.entries(Deno.env.toObject());
+  }
+}
+
 async function hostFacts(): Promise<HostFacts> {
   const { hostUsers } = await import("../ffi/users.ts");
   const users = hostUsers();
-  const env = Object.entries(Deno.env.toObject());
+  const env = hostEnvironment();
   return {
     env,
     uid: users.uid,

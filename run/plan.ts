@@ -233,6 +233,17 @@ function planEnv(
   return [...env].map(([k, v]) => `${k}=${v}`);
 }
 
+/** Lexical normalisation of a host path (for messages). */
+function normalizeHost(path: string): string {
+  const out: string[] = [];
+  for (const p of path.split("/")) {
+    if (p === "" || p === ".") continue;
+    if (p === "..") out.pop();
+    else out.push(p);
+  }
+  return `/${out.join("/")}`;
+}
+
 /**
  * The container's tree as den's mounts will have made it: a container path
  * is looked up in the host directory mounted over it (the host's $TMPDIR at
@@ -271,33 +282,73 @@ class ContainerView {
     return path === this.mountAt(path)?.at ? "dir" : undefined;
   }
 
-  /** A container path with every symlink resolved; missing parts kept. */
-  resolve(containerPath: string): string {
-    const todo = containerPath.split("/").filter((p) => p !== "" && p !== ".");
+  /**
+   * Resolve a -b destination with ch-run's rules, in the tree as mounted by
+   * then. Relative symlinks are followed; one that climbs out of the image,
+   * or an absolute one, is refused (ch-run resolves them on the host, where
+   * they point outside the image); a broken one is refused. Returns the
+   * container path and whether it exists; when it does not, `missing` is
+   * the first component that is missing.
+   */
+  resolveDestination(dst: string): { path: string; exists: boolean; missing?: string } {
+    const root = this.rootfs;
+    const notSub = (host: string) =>
+      new DenError("can't bind", `${host} not subdirectory of ${root}`);
+    const todo = dst.split("/").filter((p) => p !== "" && p !== ".");
     const done: string[] = [];
     let links = 0;
     while (todo.length) {
       const part = todo.shift()!;
       if (part === "..") {
+        if (done.length === 0) {
+          // Above the image root: ch-run names the host directory.
+          const up = root.slice(0, root.lastIndexOf("/")) || "/";
+          const rest = todo.filter((p) => p !== "..");
+          if (rest.length === 0) throw notSub(up);
+          const first = up === "/" ? `/${rest[0]}` : `${up}/${rest[0]}`;
+          throw new DenError("can't mkdir", `${first} not subdirectory of ${root}`);
+        }
         done.pop();
         continue;
       }
       const path = `/${[...done, part].join("/")}`;
-      if (this.kind(path) === "symlink") {
-        if (++links > 40) {
-          throw new DenError("can't resolve", "Too many levels of symbolic links", {
-            path: containerPath,
-            code: "ELOOP",
-          });
-        }
-        const target = this.fs.readlink(this.hostPath(path)!);
-        if (target.startsWith("/")) done.length = 0;
-        todo.unshift(...target.split("/").filter((p) => p !== "" && p !== "."));
+      const kind = this.kind(path);
+      if (kind === undefined) {
+        return { path: `/${[...done, part, ...todo].join("/")}`, exists: false, missing: path };
+      }
+      if (kind !== "symlink") {
+        done.push(part);
         continue;
       }
-      done.push(part);
+      if (++links > 40) {
+        throw new DenError("can't resolve", "Too many levels of symbolic links", {
+          path: dst,
+          code: "ELOOP",
+        });
+      }
+      const hostLink = this.hostPath(path)!;
+      const target = this.fs.readlink(hostLink);
+      if (target.startsWith("/")) {
+        if (this.fs.lkind(target) === undefined) {
+          throw new DenError("can't mkdir", `symlink not relative: ${under(root, path)}`);
+        }
+        throw notSub(target);
+      }
+      // Relative: the target must exist inside the image.
+      const parts = target.split("/").filter((p) => p !== "" && p !== ".");
+      const base = [...done];
+      for (const p of parts) {
+        if (p === "..") {
+          if (base.length === 0) throw notSub(normalizeHost(`${hostLink}/../${target}`));
+          base.pop();
+        } else base.push(p);
+      }
+      if (this.kind(`/${base.join("/")}`) === undefined) {
+        throw new DenError("can't mkdir", `broken symlink: ${under(root, path)}`);
+      }
+      todo.unshift(...parts);
     }
-    return `/${done.join("/")}`;
+    return { path: `/${done.join("/")}`, exists: true };
   }
 }
 
@@ -334,14 +385,20 @@ export function planContainer(
   const mountPoint = (
     containerPath: string,
     kind: "dir" | "file",
+    tmpfs = false,
   ): string | undefined => {
     const target = resolveInRoot(rootfs, containerPath, fs);
     const have = kindOf(fs, target);
     if (have !== undefined) return target;
     if (!opts.write) {
-      throw new DenError("can't bind", `destination not found: ${target}`, {
-        hint: `the image has no ${containerPath}; -w would create it`,
-      });
+      const hint = `the image has no ${containerPath}; -w would create it`;
+      if (tmpfs) {
+        throw new DenError(`can't mount tmpfs at ${target}`, "No such file or directory", {
+          code: "ENOENT",
+          hint,
+        });
+      }
+      throw new DenError("can't bind", `destination not found: ${target}`, { hint });
     }
     create.push({ path: target, kind });
     return target;
@@ -382,7 +439,7 @@ export function planContainer(
     });
   }
 
-  const tmp = mountPoint("/tmp", "dir")!;
+  const tmp = mountPoint("/tmp", "dir", opts.privateTmp)!;
   const hostTmp = facts.env.find(([k]) => k === "TMPDIR")?.[1] || "/tmp";
   if (opts.privateTmp) {
     ops.push({ kind: "tmpfs", target: tmp });
@@ -404,6 +461,9 @@ export function planContainer(
     if (!home) {
       throw new DenError("", "--home failed: $HOME not set");
     }
+    if (!facts.env.some(([k, v]) => k === "USER" && v !== "")) {
+      throw new DenError("", "--home failed: $USER not set");
+    }
     // Both become paths: a "/" or ".." would leave the tmpfs at /home.
     const user = facts.user;
     if (!user || user === "." || user === ".." || /[/\0]/.test(user)) {
@@ -418,7 +478,7 @@ export function planContainer(
     if (kindOf(fs, home) !== "dir") {
       throw new DenError("can't bind", `source not found: ${home}`);
     }
-    const homeDir = mountPoint("/home", "dir")!;
+    const homeDir = mountPoint("/home", "dir", true)!;
     ops.push({ kind: "tmpfs", target: homeDir });
     ops.push({ kind: "mkdir", target: `${homeDir}/${facts.user}` });
     ops.push({
@@ -440,23 +500,27 @@ export function planContainer(
     if (!containerPath.startsWith("/")) {
       throw new DenError("", "--bind: destination must be absolute");
     }
-    const resolved = view.resolve(containerPath);
+    const dest = view.resolveDestination(containerPath);
+    const resolved = dest.path;
     if (resolved === "/") throw new DenError("", "--bind: destination can't be /");
     const target = under(rootfs, resolved);
-    const host = view.hostPath(resolved);
-    if (host === undefined || kindOf(fs, host) === undefined) {
-      const over = view.mountAt(resolved);
-      if (opts.write && over) {
+    if (!dest.exists) {
+      const missing = under(rootfs, dest.missing!);
+      const over = view.mountAt(dest.missing!);
+      if (over) {
         // ch-run's rule: mount points are made in the image, never in a
         // tree mounted from the host (or a tmpfs) over part of it.
         throw new DenError(
           "can't mkdir",
-          `${target} under existing bind-mount ${under(rootfs, over.at)}`,
+          `${missing} under existing bind-mount ${
+            under(rootfs, over.at)
+          } (mount points are made in the image only)`,
         );
       }
       if (!opts.write) {
-        throw new DenError("can't bind", `destination not found: ${containerPath}`, {
-          hint: over ? undefined : `the image has no ${containerPath}; -w would create it`,
+        // ch-run tries mkdir(2) in the read-only image; den says why first.
+        throw new DenError("can't mkdir", `${missing}: Read-only file system`, {
+          hint: `the image has no ${dest.missing}; -w would create it`,
         });
       }
       create.push({ path: target, kind: sourceKind === "dir" ? "dir" : "file" });
