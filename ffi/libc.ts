@@ -74,6 +74,8 @@ const SYMBOLS = {
   sendmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   open: { parameters: ["buffer", "i32"], result: "i32" },
+  // den unpack --force: swap DEST and the new image atomically.
+  renameat2: { parameters: ["i32", "buffer", "i32", "buffer", "u32"], result: "i32" },
   getuid: { parameters: [], result: "u32" },
   geteuid: { parameters: [], result: "u32" },
   getgid: { parameters: [], result: "u32" },

@@ -1,27 +1,15 @@
 // Swapping two paths atomically with renameat2(RENAME_EXCHANGE) (Linux 3.15,
 // glibc 2.28), so that `den unpack --force` never leaves DEST missing.
 //
-// TODO(#7): these two symbols belong in ffi/libc.ts, the one dlopen table;
-// they are here because the image work could not edit ffi/ at the time.
-// Opened on first use, like libc.ts, so nothing else needs --allow-ffi.
+// Opened on first use, like the rest of ffi/libc.ts.
+
+import { cString, errno, libc } from "../ffi/libc.ts";
 
 const AT_FDCWD = -100;
 const RENAME_EXCHANGE = 1 << 1;
 const ENOENT = 2;
 const EINVAL = 22;
 const ENOSYS = 38;
-
-const SYMBOLS = {
-  renameat2: { parameters: ["i32", "buffer", "i32", "buffer", "u32"], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
-} as const;
-
-let lib: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
-
-function cString(s: string): Uint8Array<ArrayBuffer> {
-  const b = new TextEncoder().encode(s + "\0");
-  return new Uint8Array(b.buffer as ArrayBuffer);
-}
 
 /**
  * Swap `a` and `b` atomically: "swapped"; "missing" when one of them does
@@ -30,16 +18,17 @@ function cString(s: string): Uint8Array<ArrayBuffer> {
  * throw an Error with the errno number in `errno`.
  */
 export function exchangePaths(a: string, b: string): "swapped" | "missing" | "unsupported" {
+  let lc;
   try {
-    lib ??= Deno.dlopen("libc.so.6", SYMBOLS);
+    lc = libc();
   } catch {
-    return "unsupported";
+    return "unsupported"; // no FFI permission
   }
-  const r = lib.symbols.renameat2(AT_FDCWD, cString(a), AT_FDCWD, cString(b), RENAME_EXCHANGE);
+  const r = lc.renameat2(AT_FDCWD, cString(a), AT_FDCWD, cString(b), RENAME_EXCHANGE);
   if (r === 0) return "swapped";
   // Read right after the -1 return: errno is stale after a success.
-  const errno = new Deno.UnsafePointerView(lib.symbols.__errno_location()!).getInt32(0);
-  if (errno === ENOENT) return "missing";
-  if (errno === ENOSYS || errno === EINVAL) return "unsupported";
-  throw Object.assign(new Error(`renameat2 failed (errno ${errno})`), { errno });
+  const code = errno();
+  if (code === ENOENT) return "missing";
+  if (code === ENOSYS || code === EINVAL) return "unsupported";
+  throw Object.assign(new Error(`renameat2 failed (errno ${code})`), { errno: code });
 }
