@@ -289,9 +289,8 @@ async function getManifest(
   reference: string,
   expected: string | undefined,
 ): Promise<{ bytes: Uint8Array; digest: string; manifest: Manifest }> {
-  const what = `manifest ${
-    expected ?? `${client.ref.registry}/${client.ref.repository}:${reference}`
-  }`;
+  // The ref is already named by the caller's "pull REF".
+  const what = expected ? `manifest ${expected}` : "manifest";
   const res = await client.get(
     `/v2/${client.ref.repository}/manifests/${reference}`,
     what,

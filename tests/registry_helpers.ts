@@ -1,0 +1,203 @@
+// A loopback registry for the tests: Debian's docker-registry (the CNCF
+// distribution registry) on 127.0.0.1 with its own config and storage,
+// images made from the host's busybox as OCI layouts, pushed with skopeo.
+import { buildBusyboxImage, which } from "./_helpers.ts";
+
+export const HAVE_REGISTRY = !!which("docker-registry") && !!which("skopeo") && !!which("tar");
+
+export interface Registry extends AsyncDisposable {
+  /** "127.0.0.1:PORT" */
+  host: string;
+  /** The registry's storage root (blobs under docker/registry/v2/blobs). */
+  root: string;
+  dir: string;
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** Start docker-registry on loopback; `htpasswd` lines turn on Basic auth. */
+export async function startRegistry(opts: { htpasswd?: string } = {}): Promise<Registry> {
+  const dir = Deno.makeTempDirSync({ prefix: "den-registry-" });
+  const root = `${dir}/storage`;
+  Deno.mkdirSync(root);
+  const port = freePort();
+  let auth = "";
+  if (opts.htpasswd) {
+    Deno.writeTextFileSync(`${dir}/htpasswd`, opts.htpasswd);
+    auth = `auth:\n  htpasswd:\n    realm: den-test\n    path: ${dir}/htpasswd\n`;
+  }
+  Deno.writeTextFileSync(
+    `${dir}/config.yml`,
+    `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n` +
+      `storage:\n  filesystem:\n    rootdirectory: ${root}\n  delete:\n    enabled: true\n` +
+      `http:\n  addr: 127.0.0.1:${port}\n  secret: den-test\n${auth}`,
+  );
+  const child = new Deno.Command("docker-registry", {
+    args: ["serve", `${dir}/config.yml`],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const host = `127.0.0.1:${port}`;
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // exited
+    }
+    await child.stderr.cancel().catch(() => {});
+    await child.status;
+    Deno.removeSync(dir, { recursive: true });
+  };
+  for (let i = 0;; i++) {
+    try {
+      const r = await fetch(`http://${host}/v2/`);
+      await r.body?.cancel();
+      break;
+    } catch {
+      if (i > 100) {
+        await stop();
+        throw new Error(`docker-registry did not start on ${host}`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  return { host, root, dir, [Symbol.asyncDispose]: stop };
+}
+
+/** Run a command; throw with its stderr when it fails. */
+export async function sh(cmd: string[]): Promise<string> {
+  const o = await new Deno.Command(cmd[0]!, {
+    args: cmd.slice(1),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!o.success) {
+    throw new Error(`${cmd.join(" ")}: ${new TextDecoder().decode(o.stderr)}`);
+  }
+  return new TextDecoder().decode(o.stdout);
+}
+
+async function sha256(bytes: Uint8Array): Promise<string> {
+  const h = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
+  return "sha256:" + [...new Uint8Array(h)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export interface Platform {
+  architecture: string;
+  variant?: string;
+}
+
+/**
+ * An OCI layout at `dir` with the busybox image (one gzip layer; `marker`
+ * goes into /etc/image-marker so each image's layer is its own blob), tagged
+ * `tag`: one manifest, or an index of one manifest per platform when several
+ * are given (all with the host's busybox: only their configs differ).
+ */
+export async function buildLayout(
+  dir: string,
+  opts: { tag: string; marker: string; platforms: Platform[]; extraLayers?: Uint8Array[] },
+): Promise<{ manifests: string[]; index?: string }> {
+  const rootfs = `${dir}.rootfs`;
+  buildBusyboxImage(rootfs);
+  Deno.writeTextFileSync(`${rootfs}/etc/image-marker`, `${opts.marker}\n`);
+  const blobs = `${dir}/blobs/sha256`;
+  Deno.mkdirSync(blobs, { recursive: true });
+  const add = async (bytes: Uint8Array, mediaType: string) => {
+    const digest = await sha256(bytes);
+    Deno.writeFileSync(`${blobs}/${digest.slice(7)}`, bytes);
+    return { mediaType, digest, size: bytes.length };
+  };
+  const tarball = `${dir}.layer.tar`;
+  await sh(["tar", "-C", rootfs, "--numeric-owner", "-cf", tarball, "."]);
+  const raw = Deno.readFileSync(tarball);
+  Deno.removeSync(tarball);
+  Deno.removeSync(rootfs, { recursive: true });
+  const layerTars = [raw, ...(opts.extraLayers ?? [])];
+  const layers = [];
+  const diffIds = [];
+  for (const t of layerTars) {
+    const gz = new Uint8Array(
+      await new Response(
+        new Blob([t as Uint8Array<ArrayBuffer>]).stream().pipeThrough(
+          new CompressionStream("gzip"),
+        ),
+      ).arrayBuffer(),
+    );
+    layers.push(await add(gz, "application/vnd.oci.image.layer.v1.tar+gzip"));
+    diffIds.push(await sha256(t));
+  }
+  const manifests = [];
+  for (const p of opts.platforms) {
+    const config = await add(
+      new TextEncoder().encode(JSON.stringify({
+        architecture: p.architecture,
+        ...(p.variant ? { variant: p.variant } : {}),
+        os: "linux",
+        config: { Env: ["PATH=/bin:/usr/bin", `DEN_MARKER=${opts.marker}`], Cmd: ["/bin/sh"] },
+        rootfs: { type: "layers", diff_ids: diffIds },
+      })),
+      "application/vnd.oci.image.config.v1+json",
+    );
+    const m = await add(
+      new TextEncoder().encode(JSON.stringify({
+        schemaVersion: 2,
+        mediaType: "application/vnd.oci.image.manifest.v1+json",
+        config,
+        layers,
+      })),
+      "application/vnd.oci.image.manifest.v1+json",
+    );
+    manifests.push({ ...m, platform: { os: "linux", ...p } });
+  }
+  let top = manifests[0]!;
+  let index: string | undefined;
+  if (manifests.length > 1) {
+    top = {
+      ...await add(
+        new TextEncoder().encode(JSON.stringify({
+          schemaVersion: 2,
+          mediaType: "application/vnd.oci.image.index.v1+json",
+          manifests,
+        })),
+        "application/vnd.oci.image.index.v1+json",
+      ),
+      platform: { os: "linux", architecture: "" },
+    };
+    index = top.digest;
+  }
+  const { platform: _, ...desc } = top;
+  Deno.writeTextFileSync(`${dir}/oci-layout`, '{"imageLayoutVersion":"1.0.0"}');
+  Deno.writeTextFileSync(
+    `${dir}/index.json`,
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [{ ...desc, annotations: { "org.opencontainers.image.ref.name": opts.tag } }],
+    }),
+  );
+  return { manifests: manifests.map((m) => m.digest), index };
+}
+
+/** skopeo copy from an OCI layout into the loopback registry (plain http). */
+export async function push(
+  layout: string,
+  tag: string,
+  dest: string,
+  extra: string[] = [],
+): Promise<void> {
+  await sh([
+    "skopeo",
+    "copy",
+    "--quiet",
+    "--dest-tls-verify=false",
+    ...extra,
+    `oci:${layout}:${tag}`,
+    `docker://${dest}`,
+  ]);
+}

@@ -1,0 +1,364 @@
+// den pull against a real registry on loopback: Debian's docker-registry
+// started by the test with its own storage, images pushed with skopeo (OCI,
+// Docker schema 2, an OCI index and a Docker manifest list), pulled and run
+// by the unprivileged test user. Ignored, never passed, without the tools.
+import { ok, strictEqual } from "node:assert/strict";
+import {
+  asTestUser,
+  den,
+  exists,
+  hasUserns,
+  HAVE_BUSYBOX,
+  ROOT,
+  tempDir,
+  testUserEnv,
+  which,
+} from "./_helpers.ts";
+import {
+  buildLayout,
+  HAVE_REGISTRY,
+  push,
+  type Registry,
+  sh,
+  startRegistry,
+} from "./registry_helpers.ts";
+
+const SHIM = `${ROOT}/tests/registry_cli.ts`;
+const ready = HAVE_REGISTRY && HAVE_BUSYBOX;
+const why = ready ? false : true; // docker-registry, skopeo or busybox-static missing
+
+interface Pull {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** `den pull ARGS` as the test user. */
+async function pull(args: string[], env: Record<string, string> = {}): Promise<Pull> {
+  const [cmd, ...rest] = asTestUser([Deno.execPath(), "run", "-A", "--no-lock", SHIM, ...args]);
+  const o = await new Deno.Command(cmd!, {
+    args: rest,
+    env: { ...testUserEnv(), ...env },
+    clearEnv: true,
+    cwd: "/",
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: o.code, stdout: dec.decode(o.stdout), stderr: dec.decode(o.stderr) };
+}
+
+/** The digest the registry serves a manifest under. */
+async function manifestDigest(reg: Registry, repo: string, tag: string, accept: string) {
+  const r = await fetch(`http://${reg.host}/v2/${repo}/manifests/${tag}`, {
+    headers: { accept },
+  });
+  await r.body?.cancel();
+  return r.headers.get("docker-content-digest")!;
+}
+
+function meta(dest: string): Record<string, unknown> {
+  return JSON.parse(Deno.readTextFileSync(`${dest}/ch/metadata.json`));
+}
+
+/** Nothing but finished blobs in the cache, no layout or unpack leftovers. */
+function checkClean(storage: string, dir: string) {
+  const leftovers = [...Deno.readDirSync(storage)].filter((e) => e.name.startsWith("."));
+  strictEqual(leftovers.length, 0, `left in storage: ${leftovers.map((e) => e.name)}`);
+  if (exists(`${storage}/blobs/sha256`)) {
+    for (const e of Deno.readDirSync(`${storage}/blobs/sha256`)) {
+      ok(/^[a-f0-9]{64}$/.test(e.name), `not a finished blob: ${e.name}`);
+    }
+  }
+  const tmp = [...Deno.readDirSync(dir)].filter((e) => e.name.includes("den-tmp"));
+  strictEqual(tmp.length, 0);
+}
+
+const ARCH = Deno.build.arch === "aarch64" ? "arm64" : "amd64";
+const OTHER = ARCH === "amd64" ? "arm64" : "amd64";
+const MULTI = [{ architecture: ARCH }, { architecture: OTHER }, {
+  architecture: "arm",
+  variant: "v7",
+}];
+
+Deno.test({
+  name: "den pull: OCI, Docker schema 2, index and list from a loopback registry; run as a user",
+  ignore: why,
+  async fn(t) {
+    await using reg = await startRegistry();
+    await using tmp = tempDir("den-pull-");
+    const build = Deno.makeTempDirSync({ prefix: "den-pull-build-" });
+    try {
+      await buildLayout(`${build}/one`, {
+        tag: "t",
+        marker: "one",
+        platforms: [{ architecture: ARCH }],
+      });
+      await push(`${build}/one`, "t", `${reg.host}/test/busybox:oci`);
+      await push(`${build}/one`, "t", `${reg.host}/test/busybox:v2s2`, ["--format", "v2s2"]);
+      await buildLayout(`${build}/multi`, { tag: "t", marker: "multi", platforms: MULTI });
+      await push(`${build}/multi`, "t", `${reg.host}/test/multi:index`, ["--all"]);
+      await push(`${build}/multi`, "t", `${reg.host}/test/multi:list`, [
+        "--all",
+        "--format",
+        "v2s2",
+      ]);
+      await buildLayout(`${build}/bad`, {
+        tag: "t",
+        marker: "corrupt",
+        platforms: [{ architecture: ARCH }],
+      });
+      await push(`${build}/bad`, "t", `${reg.host}/test/bad:latest`);
+    } finally {
+      Deno.removeSync(build, { recursive: true });
+    }
+    const storage = `${tmp.path}/storage`;
+    const s = ["-s", storage];
+
+    await t.step("by tag (OCI) into DEST, then den run", async () => {
+      const dest = `${tmp.path}/oci`;
+      const r = await pull([...s, `${reg.host}/test/busybox:oci`, dest]);
+      strictEqual(r.code, 0, r.stderr);
+      strictEqual(r.stdout, "");
+      ok(
+        r.stderr.startsWith(`den: pulled ${reg.host}/test/busybox:oci (sha256:`),
+        r.stderr,
+      );
+      strictEqual(r.stderr.split("\n").length, 2, r.stderr);
+      const m = meta(dest);
+      strictEqual(m.image, `${reg.host}/test/busybox:oci`);
+      strictEqual(
+        m.digest,
+        await manifestDigest(
+          reg,
+          "test/busybox",
+          "oci",
+          "application/vnd.oci.image.manifest.v1+json",
+        ),
+      );
+      strictEqual(Deno.readTextFileSync(`${dest}/etc/image-marker`), "one\n");
+      if (hasUserns()) {
+        const run = await den(["run", dest, "--", "/bin/busybox", "echo", "hi"]);
+        strictEqual(run.stdout, "hi\n", run.stderr);
+        strictEqual(run.code, 0);
+        const env = await den(["run", dest, "--", "/bin/busybox", "sh", "-c", "echo $DEN_MARKER"]);
+        strictEqual(env.stdout, "one\n");
+      }
+      checkClean(storage, tmp.path);
+    });
+
+    await t.step("Docker schema 2 by digest, its blobs from the cache", async () => {
+      const digest = await manifestDigest(
+        reg,
+        "test/busybox",
+        "v2s2",
+        "application/vnd.docker.distribution.manifest.v2+json",
+      );
+      const dest = `${tmp.path}/v2s2`;
+      const r = await pull([...s, `${reg.host}/test/busybox@${digest}`, dest]);
+      strictEqual(r.code, 0, r.stderr);
+      // skopeo's conversion to v2s2 keeps the layer and config blobs.
+      ok(r.stderr.includes(" 0 B downloaded, 2 blobs cached,"), r.stderr);
+      strictEqual(meta(dest).digest, digest);
+      if (hasUserns()) {
+        const run = await den(["run", dest, "--", "/bin/busybox", "echo", "hi"]);
+        strictEqual(run.stdout, "hi\n", run.stderr);
+      }
+    });
+
+    await t.step("a second pull downloads nothing", async () => {
+      const r = await pull([...s, `${reg.host}/test/busybox:oci`, `${tmp.path}/again`]);
+      strictEqual(r.code, 0, r.stderr);
+      ok(r.stderr.includes(" 0 B downloaded, 2 blobs cached,"), r.stderr);
+    });
+
+    await t.step("platforms: host's by default, --arch with variants, index and list", async () => {
+      for (const tag of ["index", "list"]) {
+        const host = `${tmp.path}/${tag}-host`;
+        let r = await pull([...s, `${reg.host}/test/multi:${tag}`, host]);
+        strictEqual(r.code, 0, r.stderr);
+        strictEqual(meta(host).arch, ARCH);
+        const v7 = `${tmp.path}/${tag}-v7`;
+        r = await pull([...s, "--arch", "arm/v7", `${reg.host}/test/multi:${tag}`, v7]);
+        strictEqual(r.code, 0, r.stderr);
+        strictEqual(meta(v7).arch, "arm");
+        strictEqual(meta(v7).variant, "v7");
+        const other = `${tmp.path}/${tag}-other`;
+        r = await pull([
+          ...s,
+          "-q",
+          `--arch=linux/${OTHER}`,
+          `${reg.host}/test/multi:${tag}`,
+          other,
+        ]);
+        strictEqual(r.code, 0, r.stderr);
+        strictEqual(r.stderr, "");
+        strictEqual(meta(other).arch, OTHER);
+        const none = `${tmp.path}/${tag}-none`;
+        r = await pull([...s, "--arch", "s390x", `${reg.host}/test/multi:${tag}`, none]);
+        strictEqual(r.code, 31);
+        strictEqual(
+          r.stderr,
+          `den: error: pull ${reg.host}/test/multi:${tag}: no image for linux/s390x; ` +
+            `available: linux/${ARCH}, linux/${OTHER}, linux/arm/v7\n` +
+            "den: hint: choose one with --arch\n",
+        );
+        ok(!exists(none));
+      }
+    });
+
+    await t.step(
+      "a corrupted blob is refused, naming it; nothing installed or cached",
+      async () => {
+        const m = await (await fetch(`http://${reg.host}/v2/test/bad/manifests/latest`, {
+          headers: { accept: "application/vnd.oci.image.manifest.v1+json" },
+        })).json();
+        const layer: string = m.layers[0].digest;
+        const hex = layer.slice(7);
+        const data = `${reg.root}/docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`;
+        const bytes = Deno.readFileSync(data);
+        bytes[bytes.length >> 1] = bytes[bytes.length >> 1]! ^ 0x55;
+        Deno.writeFileSync(data, bytes);
+        const dest = `${tmp.path}/bad`;
+        const r = await pull([...s, `${reg.host}/test/bad`, dest]);
+        strictEqual(r.code, 31);
+        ok(
+          new RegExp(
+            `^den: error: pull ${reg.host}/test/bad:latest: blob ${layer}: digest mismatch \\(got sha256:[a-f0-9]{64}\\)\\n$`,
+          ).test(r.stderr),
+          r.stderr,
+        );
+        ok(!exists(dest));
+        ok(!exists(`${storage}/blobs/sha256/${hex}`));
+        checkClean(storage, tmp.path);
+      },
+    );
+
+    await t.step(
+      "no DEST: a name in storage from the ref; up to date the second time",
+      async () => {
+        const env = { DEN_STORAGE: storage };
+        let r = await pull([`${reg.host}/test/busybox:oci`], env);
+        strictEqual(r.code, 0, r.stderr);
+        ok(r.stderr.includes("into busybox+oci:"), r.stderr);
+        ok(exists(`${storage}/img/busybox+oci/bin/busybox`));
+        r = await pull([`${reg.host}/test/busybox:oci`], env);
+        strictEqual(r.code, 0, r.stderr);
+        strictEqual(
+          r.stderr,
+          `den: busybox+oci is up to date (${reg.host}/test/busybox:oci, ${
+            String(meta(`${storage}/img/busybox+oci`).digest).slice(0, 19)
+          })\n`,
+        );
+        if (hasUserns()) {
+          const run = await den(["run", "busybox+oci", "--", "/bin/cat", "/etc/image-marker"], {
+            env,
+          });
+          strictEqual(run.stdout, "one\n", run.stderr);
+        }
+      },
+    );
+
+    await t.step("errors: unknown tag, refused connection, usage", async () => {
+      let r = await pull([...s, `${reg.host}/test/busybox:nope`, `${tmp.path}/x`]);
+      strictEqual(r.code, 31);
+      strictEqual(
+        r.stderr,
+        `den: error: pull ${reg.host}/test/busybox:nope: manifest: not found in ${reg.host}\n`,
+      );
+      const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const port = (l.addr as Deno.NetAddr).port;
+      l.close();
+      r = await pull([...s, `127.0.0.1:${port}/x`, `${tmp.path}/x`]);
+      strictEqual(r.code, 31);
+      ok(r.stderr.includes(`can't connect to https://127.0.0.1:${port}: `), r.stderr);
+      strictEqual(r.stderr.split("\n").length, 2);
+      r = await pull([]);
+      strictEqual(r.code, 64);
+      r = await pull(["--jobs", "0", "x"]);
+      strictEqual(r.code, 64);
+      r = await pull([...s, `${reg.host}/test/busybox:oci`, `${tmp.path}/oci`]);
+      strictEqual(r.code, 31);
+      ok(r.stderr.includes("destination exists"), r.stderr);
+      ok(!exists(`${tmp.path}/x`));
+    });
+  },
+});
+
+const HTPASSWD = which("htpasswd");
+
+Deno.test({
+  name: "den pull: Basic auth (htpasswd) with credentials from $REGISTRY_AUTH_FILE",
+  ignore: why || !HTPASSWD, // htpasswd is in apache2-utils
+  async fn(t) {
+    const entry = (await sh(["htpasswd", "-Bbn", "ada", "s3cr3t-pw"])).trim();
+    await using reg = await startRegistry({ htpasswd: entry + "\n" });
+    await using tmp = tempDir("den-pull-auth-");
+    const build = Deno.makeTempDirSync({ prefix: "den-pull-build-" });
+    try {
+      await buildLayout(`${build}/one`, {
+        tag: "t",
+        marker: "auth",
+        platforms: [{ architecture: ARCH }],
+      });
+      await push(`${build}/one`, "t", `${reg.host}/private/busybox:1`, [
+        "--dest-creds",
+        "ada:s3cr3t-pw",
+      ]);
+    } finally {
+      Deno.removeSync(build, { recursive: true });
+    }
+    const s = ["-s", `${tmp.path}/storage`];
+    const ref = `${reg.host}/private/busybox:1`;
+    let files = 0;
+    const authFile = (pw: string) => {
+      const path = `${tmp.path}/auth-${++files}.json`;
+      Deno.writeTextFileSync(
+        path,
+        JSON.stringify({ auths: { [reg.host]: { auth: btoa(`ada:${pw}`) } } }),
+      );
+      Deno.chmodSync(path, 0o644);
+      return path;
+    };
+    // No credential file of the test user's may leak in.
+    const env = { HOME: tmp.path };
+
+    await t.step("without credentials: one line saying so", async () => {
+      const r = await pull([...s, ref, `${tmp.path}/a`], env);
+      strictEqual(r.code, 31);
+      strictEqual(
+        r.stderr.split("\n")[0],
+        `den: error: pull ${ref}: manifest: ${reg.host} requires authentication`,
+      );
+      ok(!exists(`${tmp.path}/a`));
+    });
+
+    await t.step("wrong password: names the file, never the secret", async () => {
+      const file = authFile("wrong-pw");
+      const r = await pull([...s, "-v", ref, `${tmp.path}/a`], {
+        ...env,
+        REGISTRY_AUTH_FILE: file,
+      });
+      strictEqual(r.code, 31);
+      ok(
+        r.stderr.includes(
+          `den: error: pull ${ref}: manifest: access denied by ${reg.host} with the credentials of "ada" from ${file}\n`,
+        ),
+        r.stderr,
+      );
+      ok(!r.stderr.includes("wrong-pw"), r.stderr);
+      ok(!r.stderr.includes(btoa("ada:wrong-pw")));
+    });
+
+    await t.step("right password from $REGISTRY_AUTH_FILE", async () => {
+      const file = authFile("s3cr3t-pw");
+      const dest = `${tmp.path}/ok`;
+      const r = await pull([...s, "-v", ref, dest], { ...env, REGISTRY_AUTH_FILE: file });
+      strictEqual(r.code, 0, r.stderr);
+      ok(!r.stderr.includes("s3cr3t"), r.stderr);
+      ok(!r.stderr.includes(btoa("ada:s3cr3t-pw")));
+      strictEqual(Deno.readTextFileSync(`${dest}/etc/image-marker`), "auth\n");
+    });
+  },
+});
