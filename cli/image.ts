@@ -145,7 +145,6 @@ export async function unpackCommand(args: string[]): Promise<number> {
     const notes: string[] = [];
     if (s.devices) notes.push(`${s.devices} device${s.devices === 1 ? "" : "s"} skipped`);
     if (s.xattrs) notes.push(`xattrs of ${s.xattrs} files ignored`);
-    if (s.mappedNames) notes.push(`${s.mappedNames} non-UTF-8 names mapped to %XX`);
     const tail = notes.length ? ` (${notes.join(", ")})` : "";
     info(
       `unpacked ${result.name}: ${result.layers} layer${result.layers === 1 ? "" : "s"}, ` +

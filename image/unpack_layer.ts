@@ -19,7 +19,6 @@ export interface UnpackStats {
   /** Entries whose extended attributes were dropped. */
   xattrs: number;
   /** Always 0: names that are not valid UTF-8 are refused (decodeName). */
-  mappedNames: number;
   /** Bytes of file data written. */
   bytes: number;
 }
@@ -33,7 +32,6 @@ export function newStats(): UnpackStats {
     devices: 0,
     whiteouts: 0,
     xattrs: 0,
-    mappedNames: 0,
     bytes: 0,
   };
 }
