@@ -18,7 +18,6 @@ export interface UnpackStats {
   whiteouts: number;
   /** Entries whose extended attributes were dropped. */
   xattrs: number;
-  /** Always 0: names that are not valid UTF-8 are refused (decodeName). */
   /** Bytes of file data written. */
   bytes: number;
 }
