@@ -71,6 +71,9 @@ export async function pullCommand(args: string[]): Promise<number> {
     else if (tv === "false") tlsVerify = false;
     else throw usageError(`--tls-verify: expected true or false, got "${tv}"`);
   }
+  // A transfer with no data for this long is resumed (tests shorten it).
+  const stall = Number(Deno.env.get("DEN_PULL_STALL_TIMEOUT") ?? 30);
+  const stallSeconds = Number.isFinite(stall) && stall > 0 ? stall : 30;
   const arch = typeof values.arch === "string" ? values.arch : undefined;
   if (arch !== undefined && !/^[a-z0-9_]+(\/[a-z0-9_]+){0,2}$/.test(arch)) {
     throw usageError(`--arch: invalid architecture "${arch}"`);
@@ -99,6 +102,7 @@ export async function pullCommand(args: string[]): Promise<number> {
       tlsVerify,
       force: values.force === true,
       stored,
+      stallSeconds,
       onDownload: tty ? (p) => draw(downloadLine(ref.text, p)) : undefined,
       onUnpack: tty ? (p) => draw(unpackLine(p)) : undefined,
       onWarning: quiet ? undefined : (m) => warn(m),

@@ -201,3 +201,102 @@ export async function push(
     `docker://${dest}`,
   ]);
 }
+
+/** What a proxy does to the next blob GET. */
+export type Fault = "500" | "429" | "drop" | "stall";
+
+export interface Proxy extends AsyncDisposable {
+  host: string;
+  /** Token requests, blob GETs and their Range headers ("" without). */
+  tokens: number;
+  blobRanges: string[];
+  /** Faults still queued for the next blob GETs. */
+  faults: Fault[];
+}
+
+/**
+ * A registry front in front of `upstream` that demands Bearer tokens from
+ * its own token endpoint (Basic credentials checked there when `user` is
+ * set), as Docker Hub and GHCR do, and injects faults into blob transfers:
+ * HTTP 500, 429 with Retry-After, a connection dropped halfway, a transfer
+ * that stalls halfway.
+ */
+export function startProxy(
+  upstream: string,
+  opts: { user?: string; password?: string; faults?: Fault[] } = {},
+): Proxy {
+  const token = `tok-${crypto.randomUUID()}`;
+  const stalled: ReadableStreamDefaultController<Uint8Array>[] = [];
+  let host = "";
+  const proxy: Proxy = {
+    host: "",
+    tokens: 0,
+    blobRanges: [],
+    faults: [...(opts.faults ?? [])],
+    async [Symbol.asyncDispose]() {
+      for (const c of stalled) {
+        try {
+          c.error(new Error("test over"));
+        } catch {
+          // closed
+        }
+      }
+      await server.shutdown();
+    },
+  };
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    const url = new URL(req.url);
+    if (url.pathname === "/token") {
+      const want = opts.user ? `Basic ${btoa(`${opts.user}:${opts.password}`)}` : undefined;
+      if (want && req.headers.get("authorization") !== want) {
+        return new Response("{}", { status: 401 });
+      }
+      proxy.tokens++;
+      return Response.json({ access_token: token, expires_in: 300 });
+    }
+    const m = /^\/v2\/(.+)\/(manifests|blobs)\//.exec(url.pathname);
+    if (req.headers.get("authorization") !== `Bearer ${token}`) {
+      const scope = m ? `,scope="repository:${m[1]}:pull"` : "";
+      return new Response('{"errors":[{"code":"UNAUTHORIZED"}]}', {
+        status: 401,
+        headers: {
+          "www-authenticate": `Bearer realm="http://${host}/token",service="den-proxy"${scope}`,
+        },
+      });
+    }
+    const headers = new Headers();
+    for (const h of ["accept", "range"]) {
+      const v = req.headers.get(h);
+      if (v) headers.set(h, v);
+    }
+    const isBlob = m?.[2] === "blobs";
+    if (isBlob) proxy.blobRanges.push(req.headers.get("range") ?? "");
+    const fault = isBlob ? proxy.faults.shift() : undefined;
+    if (fault === "500") return new Response("oops", { status: 500 });
+    if (fault === "429") {
+      return new Response("slow down", { status: 429, headers: { "retry-after": "1" } });
+    }
+    const up = await fetch(`http://${upstream}${url.pathname}${url.search}`, { headers });
+    const out = new Headers();
+    for (const h of ["content-type", "docker-content-digest", "content-length", "content-range"]) {
+      const v = up.headers.get(h);
+      if (v) out.set(h, v);
+    }
+    if (fault !== "drop" && fault !== "stall") {
+      return new Response(up.body, { status: up.status, headers: out });
+    }
+    const bytes = new Uint8Array(await up.arrayBuffer());
+    const half = bytes.subarray(0, bytes.length >> 1);
+    const body = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(half);
+        if (fault === "drop") setTimeout(() => c.close(), 50);
+        else stalled.push(c);
+      },
+    });
+    return new Response(body, { status: up.status, headers: out });
+  });
+  host = `127.0.0.1:${server.addr.port}`;
+  proxy.host = host;
+  return proxy;
+}
