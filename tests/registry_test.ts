@@ -17,6 +17,7 @@ import {
 import {
   buildLayout,
   HAVE_REGISTRY,
+  type Platform,
   push,
   type Registry,
   sh,
@@ -76,6 +77,18 @@ function checkClean(storage: string, dir: string) {
   strictEqual(tmp.length, 0);
 }
 
+/** Build the busybox image with `marker` for `platforms` and push it to
+ * each [DEST, SKOPEO_OPTION...]. */
+async function pushImage(marker: string, platforms: Platform[], ...to: string[][]) {
+  const build = Deno.makeTempDirSync({ prefix: "den-pull-build-" });
+  try {
+    await buildLayout(`${build}/layout`, { tag: "t", marker, platforms });
+    for (const [dest, ...extra] of to) await push(`${build}/layout`, "t", dest!, extra);
+  } finally {
+    Deno.removeSync(build, { recursive: true });
+  }
+}
+
 const ARCH = Deno.build.arch === "aarch64" ? "arm64" : "amd64";
 const OTHER = ARCH === "amd64" ? "arm64" : "amd64";
 const MULTI = [{ architecture: ARCH }, { architecture: OTHER }, {
@@ -89,31 +102,19 @@ Deno.test({
   async fn(t) {
     await using reg = await startRegistry();
     await using tmp = tempDir("den-pull-");
-    const build = Deno.makeTempDirSync({ prefix: "den-pull-build-" });
-    try {
-      await buildLayout(`${build}/one`, {
-        tag: "t",
-        marker: "one",
-        platforms: [{ architecture: ARCH }],
-      });
-      await push(`${build}/one`, "t", `${reg.host}/test/busybox:oci`);
-      await push(`${build}/one`, "t", `${reg.host}/test/busybox:v2s2`, ["--format", "v2s2"]);
-      await buildLayout(`${build}/multi`, { tag: "t", marker: "multi", platforms: MULTI });
-      await push(`${build}/multi`, "t", `${reg.host}/test/multi:index`, ["--all"]);
-      await push(`${build}/multi`, "t", `${reg.host}/test/multi:list`, [
-        "--all",
-        "--format",
-        "v2s2",
-      ]);
-      await buildLayout(`${build}/bad`, {
-        tag: "t",
-        marker: "corrupt",
-        platforms: [{ architecture: ARCH }],
-      });
-      await push(`${build}/bad`, "t", `${reg.host}/test/bad:latest`);
-    } finally {
-      Deno.removeSync(build, { recursive: true });
-    }
+    const one = [{ architecture: ARCH }];
+    await pushImage("one", one, [`${reg.host}/test/busybox:oci`], [
+      `${reg.host}/test/busybox:v2s2`,
+      "--format",
+      "v2s2",
+    ]);
+    await pushImage("multi", MULTI, [`${reg.host}/test/multi:index`, "--all"], [
+      `${reg.host}/test/multi:list`,
+      "--all",
+      "--format",
+      "v2s2",
+    ]);
+    await pushImage("corrupt", one, [`${reg.host}/test/bad:latest`]);
     const storage = `${tmp.path}/storage`;
     const s = ["-s", storage];
 
@@ -296,20 +297,11 @@ Deno.test({
     const entry = (await sh(["htpasswd", "-Bbn", "ada", "s3cr3t-pw"])).trim();
     await using reg = await startRegistry({ htpasswd: entry + "\n" });
     await using tmp = tempDir("den-pull-auth-");
-    const build = Deno.makeTempDirSync({ prefix: "den-pull-build-" });
-    try {
-      await buildLayout(`${build}/one`, {
-        tag: "t",
-        marker: "auth",
-        platforms: [{ architecture: ARCH }],
-      });
-      await push(`${build}/one`, "t", `${reg.host}/private/busybox:1`, [
-        "--dest-creds",
-        "ada:s3cr3t-pw",
-      ]);
-    } finally {
-      Deno.removeSync(build, { recursive: true });
-    }
+    await pushImage("auth", [{ architecture: ARCH }], [
+      `${reg.host}/private/busybox:1`,
+      "--dest-creds",
+      "ada:s3cr3t-pw",
+    ]);
     const s = ["-s", `${tmp.path}/storage`];
     const ref = `${reg.host}/private/busybox:1`;
     let files = 0;
@@ -370,17 +362,7 @@ Deno.test({
   async fn(t) {
     await using reg = await startRegistry();
     await using tmp = tempDir("den-pull-token-");
-    const build = Deno.makeTempDirSync({ prefix: "den-pull-build-" });
-    try {
-      await buildLayout(`${build}/one`, {
-        tag: "t",
-        marker: "token",
-        platforms: [{ architecture: ARCH }],
-      });
-      await push(`${build}/one`, "t", `${reg.host}/test/busybox:1`);
-    } finally {
-      Deno.removeSync(build, { recursive: true });
-    }
+    await pushImage("token", [{ architecture: ARCH }], [`${reg.host}/test/busybox:1`]);
     const env = { HOME: tmp.path, DEN_PULL_STALL_TIMEOUT: "1" };
     let n = 0;
     const storage = () => ["-s", `${tmp.path}/storage${++n}`];
