@@ -20,8 +20,11 @@ function freePort(): number {
   return port;
 }
 
-/** Start docker-registry on loopback; `htpasswd` lines turn on Basic auth. */
-export async function startRegistry(opts: { htpasswd?: string } = {}): Promise<Registry> {
+/** Start docker-registry on loopback; `htpasswd` lines turn on Basic auth,
+ * `tls` https with a self-signed certificate made by openssl. */
+export async function startRegistry(
+  opts: { htpasswd?: string; tls?: boolean } = {},
+): Promise<Registry> {
   const dir = Deno.makeTempDirSync({ prefix: "den-registry-" });
   const root = `${dir}/storage`;
   Deno.mkdirSync(root);
@@ -31,11 +34,33 @@ export async function startRegistry(opts: { htpasswd?: string } = {}): Promise<R
     Deno.writeTextFileSync(`${dir}/htpasswd`, opts.htpasswd);
     auth = `auth:\n  htpasswd:\n    realm: den-test\n    path: ${dir}/htpasswd\n`;
   }
+  let tls = "";
+  if (opts.tls) {
+    await sh([
+      "openssl",
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=127.0.0.1",
+      "-addext",
+      "subjectAltName=IP:127.0.0.1",
+      "-keyout",
+      `${dir}/key.pem`,
+      "-out",
+      `${dir}/cert.pem`,
+    ]);
+    tls = `  tls:\n    certificate: ${dir}/cert.pem\n    key: ${dir}/key.pem\n`;
+  }
   Deno.writeTextFileSync(
     `${dir}/config.yml`,
     `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n` +
       `storage:\n  filesystem:\n    rootdirectory: ${root}\n  delete:\n    enabled: true\n` +
-      `http:\n  addr: 127.0.0.1:${port}\n  secret: den-test\n${auth}`,
+      `http:\n  addr: 127.0.0.1:${port}\n  secret: den-test\n${tls}${auth}`,
   );
   const child = new Deno.Command("docker-registry", {
     args: ["serve", `${dir}/config.yml`],
@@ -56,8 +81,7 @@ export async function startRegistry(opts: { htpasswd?: string } = {}): Promise<R
   };
   for (let i = 0;; i++) {
     try {
-      const r = await fetch(`http://${host}/v2/`);
-      await r.body?.cancel();
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
       break;
     } catch {
       if (i > 100) {

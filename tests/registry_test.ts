@@ -424,3 +424,32 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "den pull: a TLS registry on loopback is verified; --tls-verify=false skips it",
+  ignore: why || !which("openssl"),
+  async fn() {
+    await using reg = await startRegistry({ tls: true });
+    await using tmp = tempDir("den-pull-tls-");
+    await pushImage("tls", [{ architecture: ARCH }], [`${reg.host}/test/busybox:1`]);
+    const s = ["-s", `${tmp.path}/storage`];
+    const ref = `${reg.host}/test/busybox:1`;
+    let r = await pull([...s, ref, `${tmp.path}/a`]);
+    strictEqual(r.code, 31);
+    ok(
+      r.stderr.startsWith(`den: error: pull ${ref}: can't connect to https://${reg.host}: `),
+      r.stderr,
+    );
+    ok(r.stderr.includes("certificate"), r.stderr);
+    ok(
+      r.stderr.endsWith(
+        "den: hint: the registry's certificate is not trusted; --tls-verify=false skips the check\n",
+      ),
+      r.stderr,
+    );
+    ok(!exists(`${tmp.path}/a`));
+    r = await pull([...s, "--tls-verify=false", ref, `${tmp.path}/a`]);
+    strictEqual(r.code, 0, r.stderr);
+    strictEqual(Deno.readTextFileSync(`${tmp.path}/a/etc/image-marker`), "tls\n");
+  },
+});
