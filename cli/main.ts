@@ -12,6 +12,7 @@ Unprivileged containers for HPC: Docker/OCI image archives in, ch-run out.
 Commands:
   run IMAGE -- CMD [ARG...]   run a command in an image (a drop-in for ch-run)
   unpack ARCHIVE DEST         unpack a docker/podman/OCI archive or a rootfs tarball
+  pull REF [DEST]             pull an image from an OCI/Docker registry
   inspect IMAGE               print an image's configuration (--json)
   images                      list images in storage (--json)
   rm NAME                     delete an image from storage
@@ -31,6 +32,10 @@ async function main(args: string[]): Promise<number> {
     case "run": {
       const { runCommand } = await import("./run.ts");
       return await runCommand(rest);
+    }
+    case "pull": {
+      const { pullCommand } = await import("./pull.ts");
+      return await pullCommand(rest);
     }
     case "unpack":
     case "inspect":

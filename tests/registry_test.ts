@@ -6,10 +6,10 @@ import { ok, strictEqual } from "node:assert/strict";
 import {
   asTestUser,
   den,
+  denPlainArgv,
   exists,
   hasUserns,
   HAVE_BUSYBOX,
-  ROOT,
   tempDir,
   testUserEnv,
   which,
@@ -25,7 +25,6 @@ import {
   startRegistry,
 } from "./registry_helpers.ts";
 
-const SHIM = `${ROOT}/tests/registry_cli.ts`;
 const ready = HAVE_REGISTRY && HAVE_BUSYBOX;
 const why = ready ? false : true; // docker-registry, skopeo or busybox-static missing
 
@@ -37,7 +36,7 @@ interface Pull {
 
 /** `den pull ARGS` as the test user. */
 async function pull(args: string[], env: Record<string, string> = {}): Promise<Pull> {
-  const [cmd, ...rest] = asTestUser([Deno.execPath(), "run", "-A", "--no-lock", SHIM, ...args]);
+  const [cmd, ...rest] = asTestUser(denPlainArgv(["pull", ...args]));
   const o = await new Deno.Command(cmd!, {
     args: rest,
     env: { ...testUserEnv(), ...env },
