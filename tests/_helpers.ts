@@ -53,6 +53,19 @@ export function testUser(): { uid: number; gid: number } {
   return userIds = { uid: Number(r.out.trim()), gid: Number(g.out.trim()) };
 }
 
+/**
+ * The MPI test image (Debian bookworm with OpenMPI, mpi4py, python3 and
+ * /usr/local/bin/pingpong), built once by tests/mpi_image.sh and cached
+ * under /var/tmp. Undefined where it cannot be built (not root, no
+ * debootstrap or mpirun); throws when the build fails.
+ */
+export function mpiImage(): string | undefined {
+  if (Deno.uid() !== 0 || !which("debootstrap") || !which("mpirun")) return undefined;
+  const r = new Deno.Command(`${ROOT}/tests/mpi_image.sh`, { stderr: "inherit" }).outputSync();
+  if (!r.success) throw new Error("tests/mpi_image.sh failed");
+  return new TextDecoder().decode(r.stdout).trim();
+}
+
 /** Can this host make unprivileged user namespaces at all? */
 export function hasUserns(): boolean {
   try {

@@ -4,18 +4,9 @@
 // mpirun and under srun --mpi=pmix, as the unprivileged test user.
 
 import { equal, match, ok } from "node:assert/strict";
-import { asTestUser, denPlainArgv, hasUserns, ROOT, testUserEnv, which } from "./_helpers.ts";
+import { asTestUser, denPlainArgv, hasUserns, mpiImage, testUserEnv, which } from "./_helpers.ts";
 
-function buildImage(): string | undefined {
-  if (Deno.uid() !== 0 || !which("debootstrap") || !which("mpirun") || !hasUserns()) {
-    return undefined;
-  }
-  const r = new Deno.Command(`${ROOT}/tests/mpi_image.sh`, { stderr: "inherit" }).outputSync();
-  if (!r.success) throw new Error("tests/mpi_image.sh failed");
-  return new TextDecoder().decode(r.stdout).trim();
-}
-
-const IMG = buildImage();
+const IMG = hasUserns() ? mpiImage() : undefined;
 const ignore = IMG === undefined;
 
 function slurmAnswers(): boolean {
