@@ -68,7 +68,7 @@ Example:
 
 /** Features --feature knows; true when this build has them. */
 export const FEATURES: Record<string, boolean> = {
-  extglob: false,
+  extglob: true,
   seccomp: false,
   squash: false,
   overlayfs: false,

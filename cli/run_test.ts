@@ -307,9 +307,10 @@ Deno.test("parseRunArgs() --feature asks about a feature", () => {
   });
 });
 
-Deno.test("FEATURES has image-env on and what den lacks off", () => {
+Deno.test("FEATURES has image-env and extglob on and what den lacks off", () => {
   strictEqual(FEATURES["image-env"], true);
-  for (const f of ["extglob", "seccomp", "squash", "overlayfs"]) {
+  strictEqual(FEATURES.extglob, true);
+  for (const f of ["seccomp", "squash", "overlayfs"]) {
     strictEqual(FEATURES[f], false, f);
   }
 });

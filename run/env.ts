@@ -50,12 +50,55 @@ export function expandValue(value: string, env: Env): string {
   return parts.join(":");
 }
 
-/** fnmatch(3)-style glob (*, ?, [...]) as a whole-string RegExp. */
+/**
+ * fnmatch(3)-style glob as a whole-string RegExp: `*`, `?`, `[...]`, and
+ * the extended globs of FNM_EXTMATCH (ch-run's `--feature extglob`):
+ * `?(a|b)`, `*(a|b)`, `+(a|b)`, `@(a|b)` and `!(a|b)`.
+ */
 export function globToRegExp(glob: string): RegExp {
+  return new RegExp(`^${globSource(glob)}$`, "s");
+}
+
+/** Index of the ")" closing the "(" at open, or -1. */
+function closingParen(glob: string, open: number): number {
+  let depth = 0;
+  for (let i = open; i < glob.length; i++) {
+    if (glob[i] === "(") depth++;
+    else if (glob[i] === ")" && --depth === 0) return i;
+  }
+  return -1;
+}
+
+/** Split at "|" outside parentheses. */
+function alternatives(body: string): string[] {
+  const out: string[] = [];
+  let depth = 0, from = 0;
+  for (let i = 0; i < body.length; i++) {
+    if (body[i] === "(") depth++;
+    else if (body[i] === ")") depth--;
+    else if (body[i] === "|" && depth === 0) {
+      out.push(body.slice(from, i));
+      from = i + 1;
+    }
+  }
+  return [...out, body.slice(from)];
+}
+
+function globSource(glob: string): string {
   let re = "";
   for (let i = 0; i < glob.length; i++) {
     const c = glob[i]!;
-    if (c === "*") re += ".*";
+    const close = "?*+@!".includes(c) && glob[i + 1] === "(" ? closingParen(glob, i + 1) : -1;
+    if (close > 0) {
+      const alts = alternatives(glob.slice(i + 2, close)).map(globSource).join("|");
+      if (c === "!") {
+        // Whatever the alternatives (followed by the rest) do not match.
+        const rest = globSource(glob.slice(close + 1));
+        return `${re}(?:(?!(?:${alts})${rest}$).*?)${rest}`;
+      }
+      re += `(?:${alts})${c === "@" ? "" : c}`;
+      i = close;
+    } else if (c === "*") re += ".*";
     else if (c === "?") re += ".";
     else if (c === "[") {
       // "[!...]" negates; a "]" right after "[" or "[!" is a member.
@@ -72,7 +115,7 @@ export function globToRegExp(glob: string): RegExp {
       i = end;
     } else re += c.replace(/[.+^${}()|\\\]]/g, "\\$&");
   }
-  return new RegExp(`^${re}$`, "s");
+  return re;
 }
 
 /** Apply --set-env/--unset-env operations, in order, to env (mutated);

@@ -307,3 +307,20 @@ Deno.test("applyEnvOps() applies ops before a failing one", () => {
   );
   deepStrictEqual([...env], [["A", "1"]]);
 });
+
+Deno.test("globToRegExp() knows the extended globs of FNM_EXTMATCH", () => {
+  const m = (glob: string, s: string) => globToRegExp(glob).test(s);
+  strictEqual(m("chue_@(1|2)", "chue_1"), true);
+  strictEqual(m("chue_@(1|2)", "chue_3"), false);
+  strictEqual(m("!(chue_*)", "chue_1"), false);
+  strictEqual(m("!(chue_*)", "PATH"), true);
+  strictEqual(m("a?(b)c", "ac"), true);
+  strictEqual(m("a?(b)c", "abbc"), false);
+  strictEqual(m("a*(b)c", "abbc"), true);
+  strictEqual(m("a+(b)c", "ac"), false);
+  strictEqual(m("a+(b|x)c", "abxc"), true);
+  strictEqual(m("x!(y)", "xy"), false);
+  strictEqual(m("x!(y)", "xz"), true);
+  // Not an extended glob: a "(" without its operator stays literal.
+  strictEqual(m("a(b)", "a(b)"), true);
+});
