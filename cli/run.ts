@@ -79,7 +79,14 @@ export type RunRequest =
   | { kind: "help" }
   | { kind: "version" }
   | { kind: "feature"; name: string }
-  | { kind: "run"; options: RunOptions; join: JoinOptions };
+  | { kind: "run"; options: RunOptions; cli: RunCliOptions; join: JoinOptions };
+
+/** What `den run`'s command line asks of den itself, not of the container. */
+export interface RunCliOptions {
+  verbose: number;
+  storage?: string;
+  dryRun: boolean;
+}
 
 function parseId(name: string, text: string): number {
   if (!/^\d+$/.test(text)) {
@@ -184,6 +191,8 @@ export function parseRunArgs(args: string[]): RunRequest {
       home: has("home"),
       noPasswd: has("no-passwd"),
       privateTmp: has("private-tmp"),
+    },
+    cli: {
       verbose: countFlag(parsed, "verbose"),
       storage: lastValue(parsed, "storage"),
       dryRun: has("dry-run"),
@@ -336,7 +345,8 @@ export async function runCommand(args: string[]): Promise<number> {
       req satisfies never;
   }
   const opts = req.options;
-  output.verbosity = Math.max(output.verbosity, opts.verbose);
+  const cli = req.cli;
+  output.verbosity = Math.max(output.verbosity, cli.verbose);
   const join = decideJoin(req.join, new Map(Object.entries(Deno.env.toObject())), Deno.ppid);
   for (const note of join.notes) verbose(note);
   // Relative bind sources are relative to the host's working directory.
@@ -345,7 +355,7 @@ export async function runCommand(args: string[]): Promise<number> {
     source: b.source.startsWith("/") ? b.source : `${cwd}/${b.source}`.replace(/\/(\.\/)+/g, "/"),
     target: b.target ?? (b.source.startsWith("/") ? undefined : `${cwd}/${b.source}`),
   }));
-  const rootfs = imageDirectory(opts.image, opts.storage);
+  const rootfs = imageDirectory(opts.image, cli.storage);
   const pmixDir = pmixServerDir(rootfs);
   if (pmixDir) opts.binds.push({ source: pmixDir, target: pmixDir });
   opts.envOps = readEnvFiles(opts.envOps, rootfs);
@@ -353,7 +363,7 @@ export async function runCommand(args: string[]): Promise<number> {
   const plan = planContainer(opts, facts, rootfs, imageConfig(rootfs));
   for (const w of plan.warnings) warn(w);
   for (const n of plan.notes) verbose(n);
-  if (opts.dryRun) {
+  if (cli.dryRun) {
     out(JSON.stringify(plan, null, 2));
     return 0;
   }

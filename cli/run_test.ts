@@ -1,13 +1,14 @@
 import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
-import { FEATURES, parseRunArgs, RUN_USAGE } from "./run.ts";
+import { FEATURES, parseRunArgs, RUN_USAGE, type RunCliOptions } from "./run.ts";
 import { DenError } from "../error.ts";
 import type { RunOptions } from "../run/plan.ts";
 
-/** The RunOptions of a run request; fails on any other request. */
-function run(...args: string[]): RunOptions {
+/** The options of a run request, the planner's and den's own together;
+ * fails on any other request. */
+function run(...args: string[]): RunOptions & RunCliOptions {
   const req = parseRunArgs(args);
   if (req.kind !== "run") throw new Error(`expected run, got ${req.kind}`);
-  return req.options;
+  return { ...req.options, ...req.cli };
 }
 
 /** A usage error (exit 64) with exactly this message. */
@@ -15,7 +16,7 @@ function usage(message: string) {
   return (e: unknown) => e instanceof DenError && e.message === message && e.exitCode === 64;
 }
 
-const DEFAULTS: RunOptions = {
+const DEFAULTS: RunOptions & RunCliOptions = {
   image: "img",
   command: ["true"],
   binds: [],

@@ -33,9 +33,6 @@ export interface RunOptions {
   home: boolean;
   noPasswd: boolean;
   privateTmp: boolean;
-  verbose: number;
-  storage?: string;
-  dryRun: boolean;
 }
 
 /** The file system as the planner sees it (tests pass a fake). */

@@ -115,8 +115,6 @@ function opts(over: Partial<RunOptions> = {}): RunOptions {
     home: false,
     noPasswd: false,
     privateTmp: false,
-    verbose: 0,
-    dryRun: false,
     ...over,
   };
 }
