@@ -234,6 +234,22 @@ const hostView: HostView = {
   readlink: (path) => Deno.readLinkSync(path),
 };
 
+/**
+ * `den run docker://REF`: the image stored under REF's name, pulled first
+ * when it is not there yet (no network when it is).
+ */
+async function pulledImage(image: string, storage?: string): Promise<string> {
+  const ref = image.slice("docker://".length);
+  const { parsePullRef, storageNameOf } = await import("../image/registry/ref.ts");
+  const name = storageNameOf(parsePullRef(ref));
+  if (resolveImage(name, storage) !== name) return name; // stored already
+  verbose(`pulling ${ref} into storage as ${name}`);
+  const { pullCommand } = await import("./pull.ts");
+  const code = await pullCommand(["-q", ...(storage ? ["-s", storage] : []), ref, name]);
+  if (code !== 0) throw new DenError("", `can't pull ${ref}`, { exitCode: code });
+  return name;
+}
+
 /** Check IMAGE the way ch-run does and return its absolute path. */
 function imageDirectory(arg: string, storage?: string): string {
   const path = resolveImage(arg, storage);
@@ -355,6 +371,7 @@ export async function runCommand(args: string[]): Promise<number> {
     source: b.source.startsWith("/") ? b.source : `${cwd}/${b.source}`.replace(/\/(\.\/)+/g, "/"),
     target: b.target ?? (b.source.startsWith("/") ? undefined : `${cwd}/${b.source}`),
   }));
+  if (opts.image.startsWith("docker://")) opts.image = await pulledImage(opts.image, cli.storage);
   const rootfs = imageDirectory(opts.image, cli.storage);
   const pmixDir = pmixServerDir(rootfs);
   if (pmixDir) opts.binds.push({ source: pmixDir, target: pmixDir });

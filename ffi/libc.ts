@@ -68,6 +68,12 @@ const SYMBOLS = {
     result: "i32",
     nonblocking: true,
   },
+  accept4_now: {
+    name: "accept4",
+    parameters: ["i32", "pointer", "pointer", "i32"],
+    result: "i32",
+  },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },

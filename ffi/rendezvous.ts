@@ -177,7 +177,11 @@ export class GroupServer {
     while (!this.#closed) {
       const c = await libc().accept4(this.#fd, null, null, SOCK_CLOEXEC);
       if (this.#closed) {
-        if (c >= 0) libc().close(c);
+        // Taken by this thread while den was closing: it still joins.
+        if (c >= 0) {
+          if (this.#ns) this.#arrive(c);
+          libc().close(c);
+        }
         break;
       }
       if (c < 0) {
@@ -185,21 +189,40 @@ export class GroupServer {
         continue;
       }
       failures = 0;
-      let cred;
-      try {
-        cred = peerCred(c);
-      } catch {
-        libc().close(c);
-        continue;
-      }
-      if (cred.uid !== this.#uid) {
-        libc().close(c); // never hand our namespaces to another user
-        continue;
-      }
-      this.#arrived++;
-      writeWords(c, [HELLO, Deno.pid, this.#arrived, this.#count ?? 0]);
-      if (this.#ns) this.#send(c);
-      else this.#waiting.push(c);
+      this.#arrive(c);
+    }
+  }
+
+  /** A peer connected: greet it, and hand it the namespaces when ready. */
+  #arrive(c: number): void {
+    let cred;
+    try {
+      cred = peerCred(c);
+    } catch {
+      libc().close(c);
+      return;
+    }
+    if (cred.uid !== this.#uid) {
+      libc().close(c); // never hand our namespaces to another user
+      return;
+    }
+    this.#arrived++;
+    writeWords(c, [HELLO, Deno.pid, this.#arrived, this.#count ?? 0]);
+    if (this.#ns) this.#send(c);
+    else this.#waiting.push(c);
+  }
+
+  /** Peers in the listen backlog, taken on this thread (poll, then accept). */
+  #drain(): void {
+    const pfd = new Int16Array(4);
+    new Int32Array(pfd.buffer)[0] = this.#fd;
+    pfd[2] = 1; // POLLIN
+    for (let i = 0; i < 4096; i++) {
+      pfd[3] = 0;
+      if (libc().poll(new Uint8Array(pfd.buffer), 1n, 0) !== 1) return;
+      const c = libc().accept4_now(this.#fd, null, null, SOCK_CLOEXEC);
+      if (c < 0) return;
+      this.#arrive(c);
     }
   }
 
@@ -221,9 +244,14 @@ export class GroupServer {
   close(complete = false): void {
     if (this.#closed) return;
     this.#closed = true;
+    // Peers already at the door still join: the open namespace fds keep
+    // the container's namespaces alive after its command has exited (a
+    // first rank of /bin/true would otherwise send them all to start over).
+    if (this.#ns) this.#drain();
+    const done = complete || this.left === 0;
     for (const c of this.#waiting.splice(0)) libc().close(c);
     for (const c of this.#joined.splice(0)) {
-      if (complete) writeWords(c, [DONE, Deno.pid, 0, 0]);
+      if (done) writeWords(c, [DONE, Deno.pid, 0, 0]);
       libc().close(c);
     }
     // shutdown() wakes the accept4() waiting on another thread.

@@ -261,6 +261,21 @@ Deno.test({
       },
     );
 
+    await t.step("den run docker://REF pulls into storage when missing, then runs", async () => {
+      if (!hasUserns()) return;
+      const env = { DEN_STORAGE: `${tmp.path}/run-storage` };
+      const ref = `docker://${reg.host}/test/busybox:oci`;
+      const first = await den(["run", ref, "--", "/bin/cat", "/etc/image-marker"], { env });
+      strictEqual(first.stdout, "one\n", first.stderr);
+      strictEqual(first.code, 0);
+      ok(exists(`${tmp.path}/run-storage/img/busybox+oci/bin/busybox`));
+      // Stored now: running it again needs no registry (this one is down).
+      const again = await den(["run", "docker://127.0.0.1:1/test/busybox:oci", "--", "true"], {
+        env,
+      });
+      strictEqual(again.code, 0, again.stderr);
+    });
+
     await t.step("errors: unknown tag, refused connection, usage", async () => {
       let r = await pull([...s, `${reg.host}/test/busybox:nope`, `${tmp.path}/x`]);
       strictEqual(r.code, 31);
