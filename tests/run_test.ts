@@ -680,3 +680,27 @@ t("an image whose /etc/hosts is a directory is refused, as ch-run does", async (
     `den: error: can't bind /etc/hosts to ${img}/etc/hosts: Not a directory (ENOTDIR)\n`,
   );
 });
+
+Deno.test({
+  name:
+    "job control: a background den run is reported Done; one stopped reading the tty resumes with fg",
+  ignore: ignore || !which("script"),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const done = await inInteractiveBash(
+      "set -m; $DEN run $IMG -- sleep 1 & sleep 3; jobs; echo end",
+    );
+    match(done, /Done\s+\S+ run -A --no-lock \S+ run \S+ -- sleep 1\n/);
+    // `cat &` stops on SIGTTIN like any background job reading the
+    // terminal; `fg` gives it the terminal and it reads what is typed.
+    const fg = await inInteractiveBash(
+      "set -m; $DEN run $IMG -- cat & sleep 2; jobs; fg; echo status=$?",
+      "typed-line\n\x04",
+      4000,
+    );
+    match(fg, /Stopped\s+\S+ run -A --no-lock \S+ run \S+ -- cat/);
+    match(fg, /typed-line\ntyped-line\n/);
+    match(fg, /status=0/);
+  },
+});
