@@ -57,11 +57,11 @@ async function waitForFile(path: string, ms = 20000): Promise<string> {
   throw new Error(`timed out waiting for ${path}`);
 }
 
-const peer = (tag: string, ct: number, file: string, secs: number) => [
+/** den run args: print namespaces to OUT/file, sleep secs; with join options. */
+const printns = (join: string[], file: string, secs: number) => [
   "run",
   "-v",
-  `--join-ct=${ct}`,
-  `--join-tag=${tag}`,
+  ...join,
   IMG,
   "--",
   "sh",
@@ -71,6 +71,8 @@ const peer = (tag: string, ct: number, file: string, secs: number) => [
   `${OUT}/${file}`,
   String(secs),
 ];
+const peer = (tag: string, ct: number, file: string, secs: number) =>
+  printns([`--join-ct=${ct}`, `--join-tag=${tag}`], file, secs);
 
 /** den's rendezvous sockets, from /proc/net/unix (abstract: "@den-join/"). */
 const joinSockets = () =>
@@ -97,21 +99,9 @@ t("two peers share user and mount namespaces; ch-run's messages", async () => {
 });
 
 t("--join-pid joins a running den's container", async () => {
-  const first = spawnDen(["run", "-v", IMG, "--", "sh", "-c", PRINTNS, "sh", `${OUT}/pid.1`, "3"]);
+  const first = spawnDen(printns([], "pid.1", 3));
   const ns1 = await waitForFile(`${OUT}/pid.1`);
-  const second = await den([
-    "run",
-    "-v",
-    `--join-pid=${first.pid}`,
-    IMG,
-    "--",
-    "sh",
-    "-c",
-    PRINTNS,
-    "sh",
-    `${OUT}/pid.2`,
-    "0",
-  ]);
+  const second = await den(printns([`--join-pid=${first.pid}`], "pid.2", 0));
   equal(second.code, 0, second.stderr);
   match(second.stderr, new RegExp(`join: 0 0 \\(null\\) ${first.pid}`));
   equal(Deno.readTextFileSync(`${OUT}/pid.2`), ns1);

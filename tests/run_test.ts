@@ -480,7 +480,6 @@ Deno.test({
   },
 });
 
-/** Can this process change a sysctl (root, and /proc/sys not read-only)? */
 Deno.test({
   name: "disabled user namespaces: one line naming the sysctl, exit 31",
   // user.max_user_namespaces is per user namespace: set it to 0 in a
