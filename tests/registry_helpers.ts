@@ -1,7 +1,8 @@
 // A loopback registry for the tests: Debian's docker-registry (the CNCF
 // distribution registry) on 127.0.0.1 with its own config and storage,
 // images made from the host's busybox as OCI layouts, pushed with skopeo.
-import { buildBusyboxImage, which } from "./_helpers.ts";
+import { ok, strictEqual } from "node:assert/strict";
+import { buildBusyboxImage, exists, which } from "./_helpers.ts";
 
 export const HAVE_REGISTRY = !!which("docker-registry") && !!which("skopeo") && !!which("tar");
 
@@ -234,6 +235,8 @@ export interface Proxy extends AsyncDisposable {
   /** Token requests, blob GETs and their Range headers ("" without). */
   tokens: number;
   blobRanges: string[];
+  /** The digest of every blob GET, in order. */
+  blobs: string[];
   /** Faults still queued for the next blob GETs. */
   faults: Fault[];
 }
@@ -247,7 +250,7 @@ export interface Proxy extends AsyncDisposable {
  */
 export function startProxy(
   upstream: string,
-  opts: { user?: string; password?: string; faults?: Fault[] } = {},
+  opts: { user?: string; password?: string; faults?: Fault[]; blobDelayMs?: number } = {},
 ): Proxy {
   const token = `tok-${crypto.randomUUID()}`;
   const stalled: ReadableStreamDefaultController<Uint8Array>[] = [];
@@ -256,6 +259,7 @@ export function startProxy(
     host: "",
     tokens: 0,
     blobRanges: [],
+    blobs: [],
     faults: [...(opts.faults ?? [])],
     async [Symbol.asyncDispose]() {
       for (const c of stalled) {
@@ -294,7 +298,11 @@ export function startProxy(
       if (v) headers.set(h, v);
     }
     const isBlob = m?.[2] === "blobs";
-    if (isBlob) proxy.blobRanges.push(req.headers.get("range") ?? "");
+    if (isBlob) {
+      proxy.blobRanges.push(req.headers.get("range") ?? "");
+      proxy.blobs.push(url.pathname.slice(url.pathname.lastIndexOf("/") + 1));
+      if (opts.blobDelayMs) await new Promise((r) => setTimeout(r, opts.blobDelayMs));
+    }
     const fault = isBlob ? proxy.faults.shift() : undefined;
     if (fault === "500") return new Response("oops", { status: 500 });
     if (fault === "429") {
@@ -324,3 +332,30 @@ export function startProxy(
   proxy.host = host;
   return proxy;
 }
+
+/** Nothing but finished blobs in the cache, no layout or unpack leftovers. */
+export function checkClean(storage: string, dir: string) {
+  const leftovers = [...Deno.readDirSync(storage)].filter((e) => e.name.startsWith("."));
+  strictEqual(leftovers.length, 0, `left in storage: ${leftovers.map((e) => e.name)}`);
+  if (exists(`${storage}/blobs/sha256`)) {
+    for (const e of Deno.readDirSync(`${storage}/blobs/sha256`)) {
+      ok(/^[a-f0-9]{64}$/.test(e.name), `not a finished blob: ${e.name}`);
+    }
+  }
+  const tmp = [...Deno.readDirSync(dir)].filter((e) => e.name.includes("den-tmp"));
+  strictEqual(tmp.length, 0);
+}
+
+/** Build the busybox image with `marker` for `platforms` and push it to
+ * each [DEST, SKOPEO_OPTION...]. */
+export async function pushImage(marker: string, platforms: Platform[], ...to: string[][]) {
+  const build = Deno.makeTempDirSync({ prefix: "den-pull-build-" });
+  try {
+    await buildLayout(`${build}/layout`, { tag: "t", marker, platforms });
+    for (const [dest, ...extra] of to) await push(`${build}/layout`, "t", dest!, extra);
+  } finally {
+    Deno.removeSync(build, { recursive: true });
+  }
+}
+
+export const ARCH = Deno.build.arch === "aarch64" ? "arm64" : "amd64";

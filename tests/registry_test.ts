@@ -15,10 +15,10 @@ import {
   which,
 } from "./_helpers.ts";
 import {
-  buildLayout,
+  ARCH,
+  checkClean,
   HAVE_REGISTRY,
-  type Platform,
-  push,
+  pushImage,
   type Registry,
   sh,
   startProxy,
@@ -63,32 +63,6 @@ function meta(dest: string): Record<string, unknown> {
   return JSON.parse(Deno.readTextFileSync(`${dest}/ch/metadata.json`));
 }
 
-/** Nothing but finished blobs in the cache, no layout or unpack leftovers. */
-function checkClean(storage: string, dir: string) {
-  const leftovers = [...Deno.readDirSync(storage)].filter((e) => e.name.startsWith("."));
-  strictEqual(leftovers.length, 0, `left in storage: ${leftovers.map((e) => e.name)}`);
-  if (exists(`${storage}/blobs/sha256`)) {
-    for (const e of Deno.readDirSync(`${storage}/blobs/sha256`)) {
-      ok(/^[a-f0-9]{64}$/.test(e.name), `not a finished blob: ${e.name}`);
-    }
-  }
-  const tmp = [...Deno.readDirSync(dir)].filter((e) => e.name.includes("den-tmp"));
-  strictEqual(tmp.length, 0);
-}
-
-/** Build the busybox image with `marker` for `platforms` and push it to
- * each [DEST, SKOPEO_OPTION...]. */
-async function pushImage(marker: string, platforms: Platform[], ...to: string[][]) {
-  const build = Deno.makeTempDirSync({ prefix: "den-pull-build-" });
-  try {
-    await buildLayout(`${build}/layout`, { tag: "t", marker, platforms });
-    for (const [dest, ...extra] of to) await push(`${build}/layout`, "t", dest!, extra);
-  } finally {
-    Deno.removeSync(build, { recursive: true });
-  }
-}
-
-const ARCH = Deno.build.arch === "aarch64" ? "arm64" : "amd64";
 const OTHER = ARCH === "amd64" ? "arm64" : "amd64";
 const MULTI = [{ architecture: ARCH }, { architecture: OTHER }, {
   architecture: "arm",

@@ -10,6 +10,7 @@ import { parseImageRef } from "../ref.ts";
 import { makeTreeRemovable, secureStorage } from "../store.ts";
 import { unpackImage, type UnpackProgress, type UnpackResult } from "../unpack_image.ts";
 import { BlobCache } from "./blobs.ts";
+import { type Lock, lockFile } from "./file_lock.ts";
 import { readBytesLimited, RegistryClient } from "./client.ts";
 import {
   choosePlatform,
@@ -105,13 +106,16 @@ export async function pullImage(
       );
     }] as const
   );
-  for (const [s, h] of handlers) {
-    try {
-      Deno.addSignalListener(s, h);
-    } catch {
-      // not supported here
+  const addHandlers = () => {
+    for (const [s, h] of handlers) {
+      try {
+        Deno.addSignalListener(s, h);
+      } catch {
+        // not supported here
+      }
     }
-  }
+  };
+  addHandlers();
   const removeHandlers = () => {
     for (const [s, h] of handlers) {
       try {
@@ -122,6 +126,7 @@ export async function pullImage(
     }
   };
   let layout: string | undefined;
+  let nameLock: Lock | undefined;
   try {
     const storage = secureStorage(options.storage, true);
     const cache = new BlobCache(`${storage}/blobs/sha256`);
@@ -149,6 +154,16 @@ export async function pullImage(
       manifest = sub.manifest;
     }
     const image = manifest as Extract<Manifest, { kind: "manifest" }>;
+    if (options.stored) {
+      // Every rank of a job may pull the same name: one downloads and
+      // unpacks, the others wait here and then find it up to date.
+      const slash = dest.lastIndexOf("/");
+      nameLock = await lockFile(`${dest.slice(0, slash)}/.${dest.slice(slash + 1)}.lock`, {
+        signal: abort.signal,
+        log: options.log,
+        what: `image ${dest.slice(slash + 1)}`,
+      });
+    }
     if (isUpToDate(dest, ref, manifestDigest, options)) {
       return {
         ref: ref.text,
@@ -167,6 +182,7 @@ export async function pullImage(
     const unique = [...new Map(blobs.map((b) => [b.digest, b])).values()];
     const total = unique.reduce((n, b) => n + b.size, 0);
     const progress = { done: 0, bytes: 0, downloaded: 0, cached: 0, fetched: 0 };
+    const hits: Descriptor[] = [];
     let lastReport = 0;
     const report = (force = false) => {
       const now = performance.now();
@@ -192,6 +208,7 @@ export async function pullImage(
         },
       });
       if (hit) {
+        hits.push(d);
         progress.cached++;
         progress.bytes += d.size;
       } else progress.downloaded++;
@@ -212,40 +229,45 @@ export async function pullImage(
 
     // An OCI layout of links into the cache, beside the cache so links work.
     cache.put(manifestDigest, manifestBytes);
-    layout = Deno.makeTempDirSync({ dir: storage, prefix: ".pull-" });
-    Deno.mkdirSync(`${layout}/blobs/sha256`, { recursive: true });
-    for (const digest of [manifestDigest, ...unique.map((b) => b.digest)]) {
-      const from = cache.path(digest);
-      const to = `${layout}/blobs/sha256/${digest.slice(7)}`;
-      try {
-        Deno.linkSync(from, to);
-      } catch {
-        Deno.symlinkSync(from, to);
+    const unpackFromCache = async () => {
+      if (layout) removeLayout(layout);
+      layout = makeLayout(storage, cache, ref.text, {
+        mediaType: image.mediaType,
+        digest: manifestDigest,
+        size: manifestBytes.length,
+      }, unique);
+      // unpackImage takes SIGINT/SIGTERM from here on (and cleans up after itself).
+      removeHandlers();
+      abort.signal.throwIfAborted();
+      return await unpackImage(layout, dest, {
+        force: options.force || options.stored,
+        arch: unpackArch,
+        onProgress: options.onUnpack,
+        onWarning: options.onWarning,
+      });
+    };
+    let unpack: UnpackResult;
+    try {
+      unpack = await unpackFromCache();
+    } catch (e) {
+      // Layers from the cache are verified as they are unpacked: a damaged
+      // one (disk, a hand edit) is removed and downloaded again, once.
+      if (!(e instanceof DenError) || e.options.exitCode !== undefined || hits.length === 0) {
+        throw e;
       }
+      const bad: Descriptor[] = [];
+      for (const d of hits) if (!await cache.verify(d)) bad.push(d);
+      if (bad.length === 0) throw e;
+      addHandlers();
+      for (const d of bad) {
+        options.log?.(`blob ${d.digest}: the cached copy is damaged; downloading it again`);
+        progress.cached--;
+        progress.bytes -= d.size;
+        progress.done--;
+        await fetchOne(d);
+      }
+      unpack = await unpackFromCache();
     }
-    Deno.writeTextFileSync(`${layout}/oci-layout`, '{"imageLayoutVersion":"1.0.0"}\n');
-    Deno.writeTextFileSync(
-      `${layout}/index.json`,
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: "application/vnd.oci.image.index.v1+json",
-        manifests: [{
-          mediaType: image.mediaType,
-          digest: manifestDigest,
-          size: manifestBytes.length,
-          annotations: { "org.opencontainers.image.ref.name": ref.text },
-        }],
-      }) + "\n",
-    );
-    // unpackImage takes SIGINT/SIGTERM from here on (and cleans up after itself).
-    removeHandlers();
-    abort.signal.throwIfAborted();
-    const unpack = await unpackImage(layout, dest, {
-      force: options.force || options.stored,
-      arch: unpackArch,
-      onProgress: options.onUnpack,
-      onWarning: options.onWarning,
-    });
     return {
       ref: ref.text,
       digest: manifestDigest,
@@ -272,14 +294,53 @@ export async function pullImage(
     });
   } finally {
     removeHandlers();
-    if (layout) {
-      try {
-        makeTreeRemovable(layout);
-        Deno.removeSync(layout, { recursive: true });
-      } catch {
-        // best effort
-      }
+    if (layout) removeLayout(layout);
+    nameLock?.release();
+  }
+}
+
+/** An OCI layout in `storage` of links to the cached manifest and blobs. */
+function makeLayout(
+  storage: string,
+  cache: BlobCache,
+  name: string,
+  manifest: Descriptor,
+  blobs: Descriptor[],
+): string {
+  const layout = Deno.makeTempDirSync({ dir: storage, prefix: ".pull-" });
+  Deno.mkdirSync(`${layout}/blobs/sha256`, { recursive: true });
+  for (const digest of [manifest.digest, ...blobs.map((b) => b.digest)]) {
+    const from = cache.path(digest);
+    const to = `${layout}/blobs/sha256/${digest.slice(7)}`;
+    try {
+      Deno.linkSync(from, to);
+    } catch {
+      Deno.symlinkSync(from, to);
     }
+  }
+  Deno.writeTextFileSync(`${layout}/oci-layout`, '{"imageLayoutVersion":"1.0.0"}\n');
+  Deno.writeTextFileSync(
+    `${layout}/index.json`,
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.index.v1+json",
+      manifests: [{
+        mediaType: manifest.mediaType,
+        digest: manifest.digest,
+        size: manifest.size,
+        annotations: { "org.opencontainers.image.ref.name": name },
+      }],
+    }) + "\n",
+  );
+  return layout;
+}
+
+function removeLayout(layout: string): void {
+  try {
+    makeTreeRemovable(layout);
+    Deno.removeSync(layout, { recursive: true });
+  } catch {
+    // best effort
   }
 }
 
