@@ -7,9 +7,11 @@ import {
   type HostFacts,
   type HostView,
   type ImageConfig,
+  isTmpfsSize,
   planContainer,
   resolveInRoot,
   type RunOptions,
+  WRITE_FAKE_SIZE,
 } from "../run/plan.ts";
 import { out, output, verbose, warn } from "./output.ts";
 import { decideJoin, type JoinDecision, type JoinOptions } from "../run/join.ts";
@@ -43,6 +45,11 @@ as ch-run does: unprivileged user and mount namespaces, no setuid, no daemon.
   -v, --verbose          be more verbose (can be repeated)
   -w, --write            mount image read-write (and create missing mount
                          points)
+  -W, --write-fake[=SIZE]
+                         overlay a writeable tmpfs of SIZE (4g, 512m, 50%;
+                         default 12% of memory) on the image: the container
+                         can write anywhere, writes vanish at exit, the image
+                         stays unchanged
       --dry-run          print the plan as JSON and exit
       --join             share the container with peers on this node (same
                          user and mount namespace; peers as ch-run counts)
@@ -71,7 +78,7 @@ export const FEATURES: Record<string, boolean> = {
   extglob: true,
   seccomp: false,
   squash: false,
-  overlayfs: false,
+  overlayfs: true,
   "image-env": true,
 };
 
@@ -115,6 +122,7 @@ const RUN_OPTIONS: Record<string, OptionSpec> = {
   uid: { short: "u", takes: "value" },
   verbose: { short: "v", takes: "flag" },
   write: { short: "w", takes: "flag" },
+  "write-fake": { short: "W", takes: "optional" },
   "dry-run": { takes: "flag" },
   join: { takes: "flag" },
   "join-ct": { takes: "value" },
@@ -175,6 +183,19 @@ export function parseRunArgs(args: string[]): RunRequest {
   }
   const uid = lastValue(parsed, "uid");
   const gid = lastValue(parsed, "gid");
+  let writeFake: string | undefined;
+  if (has("write-fake")) {
+    writeFake = lastValue(parsed, "write-fake") ?? WRITE_FAKE_SIZE;
+    if (!isTmpfsSize(writeFake)) {
+      throw usageError(
+        `--write-fake: invalid size: ${JSON.stringify(writeFake)}`,
+        "a tmpfs size: bytes with an optional k, m or g suffix (4g), or a share of memory (50%)",
+      );
+    }
+    if (has("write")) {
+      throw usageError("--write and --write-fake are mutually exclusive", "try 'den run --help'");
+    }
+  }
   return {
     kind: "run",
     options: {
@@ -183,6 +204,7 @@ export function parseRunArgs(args: string[]): RunRequest {
       binds,
       cd: lastValue(parsed, "cd"),
       write: has("write"),
+      writeFake,
       envOps,
       envNoExpand: has("env-no-expand"),
       imageEnv: !has("no-image-env"),

@@ -22,6 +22,7 @@ const DEFAULTS: RunOptions & RunCliOptions = {
   binds: [],
   cd: undefined,
   write: false,
+  writeFake: undefined,
   envOps: [],
   envNoExpand: false,
   imageEnv: true,
@@ -77,6 +78,7 @@ Deno.test("parseRunArgs() maps every ch-run option to RunOptions", () => {
       ],
       cd: "/work",
       write: true,
+      writeFake: undefined,
       envOps: [{ kind: "set", text: "A=1" }, { kind: "unset", glob: "B*" }],
       envNoExpand: true,
       imageEnv: false,
@@ -308,10 +310,11 @@ Deno.test("parseRunArgs() --feature asks about a feature", () => {
   });
 });
 
-Deno.test("FEATURES has image-env and extglob on and what den lacks off", () => {
+Deno.test("FEATURES has image-env, extglob and overlayfs on and what den lacks off", () => {
   strictEqual(FEATURES["image-env"], true);
   strictEqual(FEATURES.extglob, true);
-  for (const f of ["seccomp", "squash", "overlayfs"]) {
+  strictEqual(FEATURES.overlayfs, true);
+  for (const f of ["seccomp", "squash"]) {
     strictEqual(FEATURES[f], false, f);
   }
 });
@@ -339,4 +342,27 @@ Deno.test("RUN_USAGE documents every option parseRunArgs() takes", () => {
       "--version",
     ]
   ) ok(RUN_USAGE.includes(o), o);
+});
+
+Deno.test("parseRunArgs() -W/--write-fake: default size 12%, SIZE attached as argp does", () => {
+  strictEqual(run("-W", "img", "true").writeFake, "12%");
+  strictEqual(run("--write-fake", "img", "true").writeFake, "12%");
+  strictEqual(run("-W4g", "img", "true").writeFake, "4g");
+  strictEqual(run("--write-fake=50%", "img", "true").writeFake, "50%");
+  // As with argp, a detached word after -W is IMAGE, not SIZE.
+  deepStrictEqual([run("-W", "512m", "true").writeFake, run("-W", "512m", "true").image], [
+    "12%",
+    "512m",
+  ]);
+  ok(FEATURES.overlayfs);
+});
+
+Deno.test("parseRunArgs() refuses a bad -W size and -W with -w (usage, exit 64)", () => {
+  throws(() => run("-Wlots", "img", "true"), usage(`--write-fake: invalid size: "lots"`));
+  throws(() => run("-W0", "img", "true"), usage(`--write-fake: invalid size: "0"`));
+  throws(() => run("-W200%", "img", "true"), usage(`--write-fake: invalid size: "200%"`));
+  throws(
+    () => run("-W", "-w", "img", "true"),
+    usage("--write and --write-fake are mutually exclusive"),
+  );
 });

@@ -28,6 +28,7 @@ export const MS_REC = 16384;
 export const MS_PRIVATE = 1 << 18;
 export const MS_RELATIME = 1 << 21;
 export const MNT_DETACH = 2;
+export const S_IFREG = 0o100000;
 
 // statvfs f_flag bits (ST_*) have the same values as the MS_* flags above.
 /** Flags of a mount that an unprivileged remount must keep ("locked"). */

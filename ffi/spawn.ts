@@ -17,6 +17,7 @@ import {
   O_CLOEXEC,
   PR_SET_NO_NEW_PRIVS,
   PR_SET_PDEATHSIG,
+  S_IFREG,
   SIG_DFL,
   SIG_SETMASK,
   SIGCHLD,
@@ -50,6 +51,17 @@ export interface Step {
   op: string;
   path?: string;
   optional?: boolean;
+  /** One line of advice when this step fails. */
+  hint?: string;
+}
+
+/** Why the kernel refuses an unprivileged overlayfs, as one line of advice. */
+export const OVERLAY_HINT =
+  "unprivileged overlayfs needs Linux >= 5.11 with CONFIG_OVERLAY_FS; den doctor checks this node";
+
+/** A path in overlayfs mount options: `,`, `:` and `\\` are escaped. */
+function overlayPath(path: string): string {
+  return path.replace(/[\\,:]/g, (c) => `\\${c}`);
 }
 
 function pipe(): [number, number] {
@@ -238,12 +250,27 @@ function addOp(chain: ChainSink, op: MountOp, io: ChainInputs): Step {
     case "bind-file":
       mount(chain.str(io.fileSource(op)), op.target, none, MS_BIND, none);
       return { op: `can't bind a generated file to ${op.target}` };
-    case "tmpfs":
-      mount(chain.str("tmpfs"), op.target, chain.str("tmpfs"), 0, chain.str("mode=1777"));
+    case "tmpfs": {
+      const data = chain.str(op.options ?? "mode=1777");
+      mount(chain.str("tmpfs"), op.target, chain.str("tmpfs"), 0, data);
       return { op: `can't mount tmpfs at ${op.target}` };
+    }
     case "mkdir":
       chain.reported("mkdir", chain.str(op.target), 0o755);
       return { op: "can't mkdir", path: op.target };
+    case "mkfile":
+      // mknod(2) of a regular file needs no privilege; no fd to close.
+      chain.reported("mknod", chain.str(op.target), S_IFREG | 0o644, 0);
+      return { op: "can't create", path: op.target };
+    case "overlay": {
+      // userxattr: overlay's own xattrs in user.*, which a user namespace
+      // may write (trusted.* it may not); without it renaming a directory
+      // of the image fails.
+      const data = `lowerdir=${overlayPath(op.lower)},upperdir=${overlayPath(op.upper)},` +
+        `workdir=${overlayPath(op.work)},userxattr`;
+      mount(chain.str("overlay"), op.target, chain.str("overlay"), 0, chain.str(data));
+      return { op: `can't overlay ${op.target}`, hint: OVERLAY_HINT };
+    }
     case "remount-ro": {
       // In a user namespace the kernel refuses a remount that would drop a
       // flag the source mount has (nosuid, nodev, noexec, ...): keep them.
@@ -449,7 +476,7 @@ export async function runPlan(
           hooks.warn?.(`${errnoError(step.op, code).message}; using /`);
           continue;
         }
-        throw errnoError(step.op, code, { path: step.path });
+        throw errnoError(step.op, code, { path: step.path, hint: step.hint });
       }
       hooks.onReady?.(pid);
     } catch (e) {

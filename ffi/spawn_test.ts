@@ -153,3 +153,36 @@ Deno.test("addChildCalls() waits for the id maps first and at the gate before ex
   ]);
   equal(gateByte, "/".charCodeAt(0));
 });
+
+Deno.test("addChildCalls() -W: tmpfs with its size, upper and work dirs, overlay with userxattr", () => {
+  const r = new Recorder();
+  const plan: Plan = {
+    ...PLAN,
+    rootfs: "/i,m:g",
+    ops: [
+      { kind: "tmpfs", target: "/i,m:g/dev", options: "size=12%,mode=0755" },
+      { kind: "mkdir", target: "/i,m:g/dev/upper" },
+      { kind: "mkdir", target: "/i,m:g/dev/work" },
+      {
+        kind: "overlay",
+        lower: "/i,m:g",
+        upper: "/i,m:g/dev/upper",
+        work: "/i,m:g/dev/work",
+        target: "/i,m:g",
+      },
+      { kind: "mkfile", target: "/i,m:g/f" },
+    ],
+  };
+  const { steps } = addChildCalls(r, plan, IO);
+  const reported = r.calls.filter((c) => c.endsWith("-> report")).slice(2, 7);
+  deepStrictEqual(reported, [
+    `mount("tmpfs", "/i,m:g/dev", "tmpfs", 0, "size=12%,mode=0755") -> report`,
+    `mkdir("/i,m:g/dev/upper", 493) -> report`,
+    `mkdir("/i,m:g/dev/work", 493) -> report`,
+    `mount("overlay", "/i,m:g", "overlay", 0, ` +
+    `"lowerdir=/i\\\\,m\\\\:g,upperdir=/i\\\\,m\\\\:g/dev/upper,workdir=/i\\\\,m\\\\:g/dev/work,userxattr") -> report`,
+    `mknod("/i,m:g/f", ${0o100644}, 0) -> report`,
+  ]);
+  equal(steps[5]!.op, "can't overlay /i,m:g");
+  ok(steps[5]!.hint?.includes("overlayfs"));
+});

@@ -25,6 +25,8 @@ export interface RunOptions {
   binds: Bind[];
   cd?: string;
   write: boolean;
+  /** -W: size of the tmpfs under a throwaway overlay (tmpfs size= syntax). */
+  writeFake?: string;
   envOps: EnvOp[];
   envNoExpand: boolean;
   imageEnv: boolean;
@@ -60,9 +62,14 @@ export type MountOp =
   | { kind: "bind"; source: string; target: string; recursive: boolean }
   /** Bind a file whose content den makes (/etc/passwd, /etc/group). */
   | { kind: "bind-file"; content: string; target: string }
-  | { kind: "tmpfs"; target: string }
-  /** mkdir inside a tmpfs den mounted (--home). */
+  /** A tmpfs; `options` is mount(2)'s data (default "mode=1777"). */
+  | { kind: "tmpfs"; target: string; options?: string }
+  /** mkdir inside a tmpfs or overlay den mounted (--home, -W). */
   | { kind: "mkdir"; target: string }
+  /** An empty file as a mount point, made in the overlay (-W). */
+  | { kind: "mkfile"; target: string }
+  /** overlayfs over the image (-W): upper and work dirs on a tmpfs. */
+  | { kind: "overlay"; lower: string; upper: string; work: string; target: string }
   /** Remount the image read-only, keeping its locked flags. */
   | { kind: "remount-ro"; target: string };
 
@@ -117,6 +124,14 @@ const DEFAULT_BINDS: { path: string; recursive: boolean; optional: boolean }[] =
     "/var/run/munge",
   ].map((path) => ({ path, recursive: true, optional: true })),
 ];
+
+/** Default size of -W's tmpfs, as ch-run's: a share of physical memory. */
+export const WRITE_FAKE_SIZE = "12%";
+
+/** A tmpfs size= value: bytes with an optional k/m/g/t/p/e suffix, or N%. */
+export function isTmpfsSize(size: string): boolean {
+  return /^[1-9]\d{0,17}[kmgtpe]?$/i.test(size) || /^([1-9]\d?|100)%$/.test(size);
+}
 
 /** Join a container path (absolute or not) under rootfs. */
 function under(rootfs: string, containerPath: string): string {
@@ -378,6 +393,48 @@ export function planContainer(
     });
   }
 
+  const fake = opts.writeFake !== undefined;
+  if (fake && opts.write) {
+    throw new DenError("", "--write and --write-fake are mutually exclusive", {
+      exitCode: EXIT_USAGE,
+    });
+  }
+  /** -W: make a missing mount point in the overlay, parents first. */
+  const makeInOverlay = (target: string, kind: "dir" | "file") => {
+    const missing: string[] = [];
+    for (let p = target; p.length > rootfs.length && fs.lkind(p) === undefined;) {
+      missing.unshift(p);
+      p = p.slice(0, p.lastIndexOf("/"));
+    }
+    missing.forEach((p, i) =>
+      ops.push({
+        kind: i === missing.length - 1 && kind === "file" ? "mkfile" : "mkdir",
+        target: p,
+      })
+    );
+  };
+  if (fake) {
+    // The tmpfs goes on the image's /dev (a mount point anyway): an
+    // existing directory that no host path a later bind names can be
+    // under. The overlay then covers the image, tmpfs included; the
+    // overlay's layers never see mounts, and pivot_root's detach of the
+    // old root takes the hidden tmpfs mount away.
+    const scratch = resolveInRoot(rootfs, "/dev", fs);
+    if (kindOf(fs, scratch) !== "dir") {
+      throw new DenError("--write-fake", `the image has no directory /dev: ${scratch}`);
+    }
+    ops.push({ kind: "tmpfs", target: scratch, options: `size=${opts.writeFake},mode=0755` });
+    ops.push({ kind: "mkdir", target: `${scratch}/upper` });
+    ops.push({ kind: "mkdir", target: `${scratch}/work` });
+    ops.push({
+      kind: "overlay",
+      lower: rootfs,
+      upper: `${scratch}/upper`,
+      work: `${scratch}/work`,
+      target: rootfs,
+    });
+  }
+
   // A mount point must exist in the image; with -w den creates it.
   const mountPoint = (
     containerPath: string,
@@ -387,6 +444,10 @@ export function planContainer(
     const target = resolveInRoot(rootfs, containerPath, fs);
     const have = kindOf(fs, target);
     if (have !== undefined) return target;
+    if (fake) {
+      makeInOverlay(target, kind);
+      return target;
+    }
     if (!opts.write) {
       const hint = `the image has no ${containerPath}; -w would create it`;
       if (tmpfs) {
@@ -514,19 +575,19 @@ export function planContainer(
           } (mount points are made in the image only)`,
         );
       }
-      if (!opts.write) {
+      if (fake) makeInOverlay(target, sourceKind === "dir" ? "dir" : "file");
+      else if (!opts.write) {
         // ch-run tries mkdir(2) in the read-only image; den says why first.
         throw new DenError("can't mkdir", `${missing}: Read-only file system`, {
           hint: `the image has no ${dest.missing}; -w would create it`,
         });
-      }
-      create.push({ path: target, kind: sourceKind === "dir" ? "dir" : "file" });
+      } else create.push({ path: target, kind: sourceKind === "dir" ? "dir" : "file" });
     }
     ops.push({ kind: "bind", source: b.source, target, recursive: true });
     view.mounted(resolved, b.source);
   }
 
-  if (!opts.write) ops.push({ kind: "remount-ro", target: rootfs });
+  if (!opts.write && !fake) ops.push({ kind: "remount-ro", target: rootfs });
 
   const cwd = opts.cd ?? image?.cwd ?? "/";
   return {

@@ -945,3 +945,58 @@ Deno.test("planContainer() refuses an absolute link in a mounted tree (the share
     denError("can't bind: /etc not subdirectory of /img"),
   );
 });
+
+Deno.test("planContainer() -W: tmpfs on the image's /dev, overlay over the image, no remount", () => {
+  const p = plan({ writeFake: "12%" });
+  deepStrictEqual(p.ops.slice(0, 4), [
+    { kind: "tmpfs", target: "/img/dev", options: "size=12%,mode=0755" },
+    { kind: "mkdir", target: "/img/dev/upper" },
+    { kind: "mkdir", target: "/img/dev/work" },
+    {
+      kind: "overlay",
+      lower: "/img",
+      upper: "/img/dev/upper",
+      work: "/img/dev/work",
+      target: "/img",
+    },
+  ]);
+  deepStrictEqual(p.ops[4], { kind: "bind", source: "/dev", target: "/img/dev", recursive: true });
+  ok(!p.ops.some((op) => op.kind === "remount-ro"));
+  deepStrictEqual(p.create, []);
+});
+
+Deno.test("planContainer() -W makes missing mount points in the overlay, never on the host", () => {
+  const p = plan({ writeFake: "1g", binds: [{ source: "/data/file.txt", target: "/new/dir/f" }] }, {
+    fs: fakeFs({ ...HOST, ...IMAGE, "/img/etc/passwd": "dir" }),
+  });
+  deepStrictEqual(p.create, []);
+  const made = p.ops.filter((op) => op.kind === "mkdir" || op.kind === "mkfile").slice(2);
+  deepStrictEqual(made, [
+    { kind: "mkdir", target: "/img/new" },
+    { kind: "mkdir", target: "/img/new/dir" },
+    { kind: "mkfile", target: "/img/new/dir/f" },
+  ]);
+  const i = p.ops.findIndex((op) => op.kind === "mkfile");
+  deepStrictEqual(p.ops[i + 1], {
+    kind: "bind",
+    source: "/data/file.txt",
+    target: "/img/new/dir/f",
+    recursive: true,
+  });
+});
+
+Deno.test("planContainer() -W needs the image's /dev; -W with -w is a usage error", () => {
+  const fs = { ...HOST, ...IMAGE } as Record<string, Node>;
+  delete fs["/img/dev"];
+  throws(
+    () => planContainer(opts({ writeFake: "12%" }), facts({ fs: fakeFs(fs) }), "/img"),
+    denError("--write-fake: the image has no directory /dev: /img/dev"),
+  );
+  throws(
+    () => plan({ writeFake: "12%", write: true }),
+    denError(
+      "--write and --write-fake are mutually exclusive",
+      { exit: 64 },
+    ),
+  );
+});
