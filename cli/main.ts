@@ -16,6 +16,7 @@ Commands:
   inspect IMAGE               print an image's configuration (--json)
   images                      list images in storage (--json)
   rm NAME                     delete an image from storage
+  doctor                      check this node for what den needs (--json)
 
 Run 'den COMMAND --help' for a command's options.
   -h, --help       give this help list
@@ -32,6 +33,10 @@ async function main(args: string[]): Promise<number> {
     case "run": {
       const { runCommand } = await import("./run.ts");
       return await runCommand(rest);
+    }
+    case "doctor": {
+      const { doctorCommand } = await import("./doctor.ts");
+      return await doctorCommand(rest);
     }
     case "pull": {
       const { pullCommand } = await import("./pull.ts");

@@ -338,7 +338,7 @@ function hostEnvironment(): [string, string][] {
   }
 }
 
-async function hostFacts(): Promise<HostFacts> {
+export async function hostFacts(): Promise<HostFacts> {
   const { hostUsers } = await import("../ffi/users.ts");
   const users = hostUsers();
   const env = hostEnvironment();
