@@ -23,6 +23,10 @@ export interface ClientOptions {
   attempts?: number;
   /** Called with what the client does (for -v); never with secrets. */
   log?: (msg: string) => void;
+  /** PEM certificates trusted besides the system's (certs.d, --cert-dir). */
+  caCerts?: string[];
+  /** Use these instead of looking in the auth files (den login checks them). */
+  credentials?: Credentials;
 }
 
 type Send = (url: URL, headers: Headers, signal?: AbortSignal) => Promise<Response>;
@@ -32,6 +36,11 @@ const NULL_BODY = new Set([101, 204, 205, 304]);
 /** fetch with redirects left to the caller (so Authorization never leaves the registry). */
 const fetchSend: Send = (url, headers, signal) =>
   fetch(url, { headers, redirect: "manual", signal });
+
+/** fetch trusting more CAs (a registry's own, from certs.d or --cert-dir). */
+function caSend(client: Deno.HttpClient): Send {
+  return (url, headers, signal) => fetch(url, { headers, redirect: "manual", signal, client });
+}
 
 /** https without certificate checks: fetch cannot skip them, node:https can. */
 const insecureSend: Send = async (url, headers, signal) => {
@@ -94,7 +103,11 @@ export class RegistryClient {
   #attempts: number;
 
   constructor(readonly ref: PullRef, readonly options: ClientOptions = {}) {
-    this.#send = options.tlsVerify === false ? insecureSend : fetchSend;
+    this.#send = options.tlsVerify === false
+      ? insecureSend
+      : options.caCerts?.length
+      ? caSend(Deno.createHttpClient({ caCerts: options.caCerts }))
+      : fetchSend;
     this.#attempts = options.attempts ?? 4;
   }
 
@@ -216,6 +229,9 @@ export class RegistryClient {
   }
 
   #creds(): Credentials | undefined {
+    if (this.#credentials === undefined && this.options.credentials) {
+      this.#credentials = this.options.credentials;
+    }
     if (this.#credentials === undefined) {
       this.#credentials = findCredentials(
         this.ref.registry,
@@ -231,6 +247,14 @@ export class RegistryClient {
 
   #unauthorized(what: string): DenError {
     const c = this.#creds();
+    if (c && this.options.credentials) {
+      return new DenError(
+        "",
+        `${what}: ${this.ref.registry} refused the user name or password of ${
+          JSON.stringify(c.username)
+        }`,
+      );
+    }
     if (c) {
       return new DenError(
         "",
@@ -279,7 +303,9 @@ export class RegistryClient {
       throw new DenError("", `${what}: Bearer realm is not http(s): ${url.protocol}`);
     }
     if (ch.params.service) url.searchParams.set("service", ch.params.service);
-    const scope = ch.params.scope ?? `repository:${this.ref.repository}:pull`;
+    // No scope for a check of credentials (den login asks for /v2/), as docker login.
+    const scope = ch.params.scope ??
+      (this.ref.repository ? `repository:${this.ref.repository}:pull` : "");
     for (const s of scope.split(" ").filter(Boolean)) url.searchParams.append("scope", s);
     const headers = new Headers({ "user-agent": "den" });
     if (creds) headers.set("authorization", basicAuthorization(creds));

@@ -23,7 +23,7 @@ export interface PullRef {
 
 // A hostname (labels of letters, digits, "-"), an IPv4 address, or an IPv6
 // address in brackets; then an optional port.
-const HOST_RE =
+export const HOST_RE =
   /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
 const SHA256_RE = /^sha256:[a-f0-9]{64}$/;
 
