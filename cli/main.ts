@@ -12,6 +12,7 @@ Unprivileged containers for HPC: Docker/OCI image archives in, ch-run out.
 Commands:
   run IMAGE -- CMD [ARG...]   run a command in an image (a drop-in for ch-run)
   unpack ARCHIVE DEST         unpack a docker/podman/OCI archive or a rootfs tarball
+                              (DEST.sqfs or --squashfs: one SquashFS file)
   pull REF [DEST]             pull an image from an OCI/Docker registry
   inspect IMAGE               print an image's configuration (--json)
   images                      list images in storage (--json)
@@ -43,6 +44,10 @@ async function main(args: string[]): Promise<number> {
       return await pullCommand(rest);
     }
     case "unpack":
+      if ((await import("./squash.ts")).wantsSquash(rest)) {
+        return await (await import("./squash.ts")).unpackSquashCommand(rest);
+      }
+    // falls through: a directory
     case "inspect":
     case "images":
     case "rm": {
