@@ -124,13 +124,16 @@ function decodeAuth(auth: string, source: string, key: string): Credentials {
 /**
  * Credentials for a registry and repository from the first auth file that
  * has an entry: "registry/repo/path" entries before "registry/repo", before
- * "registry" (as podman matches them). Undefined when no file has one.
+ * "registry" (as podman matches them). In docker's config.json, a
+ * credHelpers entry for the registry comes first, and credsStore after the
+ * auths (docker's order); both run `docker-credential-NAME get`. Undefined
+ * when no file has one.
  */
-export function findCredentials(
+export async function findCredentials(
   registry: string,
   repository: string,
   env: Record<string, string | undefined>,
-): Credentials | undefined {
+): Promise<Credentials | undefined> {
   const wanted: string[] = [];
   const parts = repository.split("/");
   for (let i = parts.length; i > 0; i--) wanted.push(`${registry}/${parts.slice(0, i).join("/")}`);
@@ -151,8 +154,16 @@ export function findCredentials(
     } catch {
       throw new DenError("read credentials", "invalid JSON", { path });
     }
-    const auths = (v as { auths?: unknown })?.auths;
-    if (!auths || typeof auths !== "object") continue;
+    const cfg = (v && typeof v === "object" ? v : {}) as Record<string, unknown>;
+    const helpers = cfg.credHelpers && typeof cfg.credHelpers === "object"
+      ? cfg.credHelpers as Record<string, unknown>
+      : {};
+    for (const [key, name] of Object.entries(helpers)) {
+      if (normalizeAuthKey(key) !== registry || typeof name !== "string" || !name) continue;
+      const c = await fromHelper(name, registry, path, env);
+      if (c) return c;
+    }
+    const auths = cfg.auths && typeof cfg.auths === "object" ? cfg.auths : {};
     const byKey = new Map<string, [string, Record<string, unknown>]>();
     for (const [key, entry] of Object.entries(auths as Record<string, unknown>)) {
       if (entry && typeof entry === "object") {
@@ -168,8 +179,80 @@ export function findCredentials(
         return { username: entry.username, password: entry.password, source: path };
       }
     }
+    if (typeof cfg.credsStore === "string" && cfg.credsStore) {
+      const c = await fromHelper(cfg.credsStore, registry, path, env);
+      if (c) return c;
+    }
   }
   return undefined;
+}
+
+/**
+ * `docker-credential-NAME get` with the server on stdin (Hub's is docker's
+ * "https://index.docker.io/v1/"); its stdout is {"Username","Secret"}.
+ * Undefined when the helper has nothing for this server. Neither its output
+ * nor its messages reach an error: they may hold the secret.
+ */
+async function fromHelper(
+  name: string,
+  registry: string,
+  configFile: string,
+  env: Record<string, string | undefined>,
+): Promise<Credentials | undefined> {
+  const helper = `docker-credential-${name}`;
+  const source = `${helper} (named in ${configFile})`;
+  if (!/^[A-Za-z0-9._-]+$/.test(name)) {
+    throw new DenError(
+      "read credentials",
+      `invalid credential helper name ${JSON.stringify(name)}`,
+      {
+        path: configFile,
+      },
+    );
+  }
+  const server = registry === "docker.io" ? "https://index.docker.io/v1/" : registry;
+  let out: Deno.CommandOutput;
+  try {
+    const child = new Deno.Command(helper, {
+      args: ["get"],
+      env: Object.fromEntries(
+        Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined),
+      ),
+      clearEnv: true,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(server + "\n"));
+    await w.close();
+    out = await child.output();
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new DenError("read credentials", `${helper} is not on PATH`, { path: configFile });
+    }
+    throw new DenError("read credentials", `can't run ${helper}`, { path: configFile });
+  }
+  const text = new TextDecoder().decode(out.stdout);
+  if (!out.success) {
+    // docker-credential-helpers' ErrCredentialsNotFound.
+    if (/credentials not found/i.test(text)) return undefined;
+    throw new DenError("read credentials", `${helper} get failed (exit status ${out.code})`, {
+      path: configFile,
+    });
+  }
+  let v: { Username?: unknown; Secret?: unknown };
+  try {
+    v = JSON.parse(text);
+  } catch {
+    throw new DenError("read credentials", `${helper} get: not JSON`, { path: configFile });
+  }
+  if (typeof v?.Secret !== "string" || !v.Secret) return undefined;
+  return {
+    username: typeof v.Username === "string" ? v.Username : "",
+    password: v.Secret,
+    source,
+  };
 }
 
 /** The Authorization header value of Basic credentials (UTF-8, RFC 7617). */

@@ -1,4 +1,4 @@
-import { deepStrictEqual, strictEqual, throws } from "node:assert/strict";
+import { deepStrictEqual, rejects, strictEqual } from "node:assert/strict";
 import {
   authFilePaths,
   basicAuthorization,
@@ -45,7 +45,7 @@ Deno.test("normalizeAuthKey() maps docker's Hub keys and URLs to registry names"
   strictEqual(normalizeAuthKey("quay.io/org/repo"), "quay.io/org/repo");
 });
 
-Deno.test("findCredentials() reads auth files in order, most specific key first", () => {
+Deno.test("await findCredentials() reads auth files in order, most specific key first", async () => {
   const dir = Deno.makeTempDirSync();
   try {
     const b64 = (s: string) => btoa(s);
@@ -67,25 +67,28 @@ Deno.test("findCredentials() reads auth files in order, most specific key first"
       }),
     );
     const env = { HOME: `${dir}/home` };
-    deepStrictEqual(findCredentials("quay.io", "team/app", env), {
+    deepStrictEqual(await findCredentials("quay.io", "team/app", env), {
       username: "team",
       password: "pa:ss",
       source: `${dir}/home/.config/containers/auth.json`,
     });
-    strictEqual(findCredentials("quay.io", "other/app", env)?.username, "org");
-    deepStrictEqual(findCredentials("docker.io", "library/alpine", env), {
+    strictEqual((await findCredentials("quay.io", "other/app", env))?.username, "org");
+    deepStrictEqual(await findCredentials("docker.io", "library/alpine", env), {
       username: "hub",
       password: "pw",
       source: `${dir}/home/.docker/config.json`,
     });
-    strictEqual(findCredentials("ghcr.io", "x", env), undefined);
+    strictEqual(await findCredentials("ghcr.io", "x", env), undefined);
     // $REGISTRY_AUTH_FILE comes first.
     Deno.writeTextFileSync(
       `${dir}/first.json`,
       JSON.stringify({ auths: { "docker.io": { auth: b64("first:x") } } }),
     );
     strictEqual(
-      findCredentials("docker.io", "a/b", { ...env, REGISTRY_AUTH_FILE: `${dir}/first.json` })
+      (await findCredentials("docker.io", "a/b", {
+        ...env,
+        REGISTRY_AUTH_FILE: `${dir}/first.json`,
+      }))
         ?.username,
       "first",
     );
@@ -100,7 +103,7 @@ Deno.test("findCredentials() reads auth files in order, most specific key first"
     );
     // A malformed file is an error naming it; the secret is not in the message.
     Deno.writeTextFileSync(`${dir}/bad.json`, "{ nope");
-    throws(
+    await rejects(
       () => findCredentials("docker.io", "a/b", { REGISTRY_AUTH_FILE: `${dir}/bad.json` }),
       { message: `read credentials ${dir}/bad.json: invalid JSON` },
     );
@@ -108,7 +111,7 @@ Deno.test("findCredentials() reads auth files in order, most specific key first"
       `${dir}/nocolon.json`,
       JSON.stringify({ auths: { "docker.io": { auth: b64("s3cret") } } }),
     );
-    throws(
+    await rejects(
       () => findCredentials("docker.io", "a/b", { REGISTRY_AUTH_FILE: `${dir}/nocolon.json` }),
       (e: Error) => !e.message.includes("s3cret") && e.message.includes("nocolon.json"),
     );

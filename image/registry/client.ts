@@ -185,7 +185,7 @@ export class RegistryClient {
       }
       if (res.status === 401) {
         await res.body?.cancel();
-        throw this.#unauthorized(what);
+        throw await this.#unauthorized(what);
       }
       if ((res.status === 429 || res.status >= 500) && attempt < this.#attempts) {
         const after = Number(res.headers.get("retry-after"));
@@ -228,12 +228,12 @@ export class RegistryClient {
     return res;
   }
 
-  #creds(): Credentials | undefined {
+  async #creds(): Promise<Credentials | undefined> {
     if (this.#credentials === undefined && this.options.credentials) {
       this.#credentials = this.options.credentials;
     }
     if (this.#credentials === undefined) {
-      this.#credentials = findCredentials(
+      this.#credentials = await findCredentials(
         this.ref.registry,
         this.ref.repository,
         this.options.env ?? Deno.env.toObject(),
@@ -245,8 +245,8 @@ export class RegistryClient {
     return this.#credentials ?? undefined;
   }
 
-  #unauthorized(what: string): DenError {
-    const c = this.#creds();
+  async #unauthorized(what: string): Promise<DenError> {
+    const c = await this.#creds();
     if (c && this.options.credentials) {
       return new DenError(
         "",
@@ -262,7 +262,9 @@ export class RegistryClient {
           JSON.stringify(c.username)
         } from ${c.source}`,
         {
-          hint: "check the user name and password (or token) in that file",
+          hint: c.source.startsWith("docker-credential-")
+            ? "check what that credential helper holds for this registry"
+            : "check the user name and password (or token) in that file",
         },
       );
     }
@@ -275,7 +277,7 @@ export class RegistryClient {
   async #authenticate(challenges: Challenge[], what: string): Promise<void> {
     const bearer = challenges.find((c) => c.scheme === "bearer");
     const basic = challenges.find((c) => c.scheme === "basic");
-    const creds = this.#creds();
+    const creds = await this.#creds();
     if (bearer) {
       this.#authorization = await this.#token(bearer, creds, what);
       return;
@@ -320,7 +322,7 @@ export class RegistryClient {
     }
     if (res.status === 401 || res.status === 403) {
       await res.body?.cancel();
-      throw this.#unauthorized(what);
+      throw await this.#unauthorized(what);
     }
     if (!res.ok) {
       await res.body?.cancel();
