@@ -27,6 +27,10 @@ Options:
       --arch ARCH         architecture to choose (default: this host's),
                           with a variant as in arm/v7
   -j, --jobs N            blobs downloaded in parallel (default 4)
+      --cert-dir DIR      trust the CA certificates (*.crt) in DIR for this
+                          registry, instead of those in
+                          /etc/containers/certs.d/HOST[:PORT]/ and
+                          ~/.config/containers/certs.d/HOST[:PORT]/
       --tls-verify=false  don't check the registry's certificate, and allow
                           plain http
   -s, --storage DIR       storage directory (default: $DEN_STORAGE or
@@ -43,6 +47,7 @@ export async function pullCommand(args: string[]): Promise<number> {
     arch: { takes: "value" },
     jobs: { short: "j", takes: "value" },
     "tls-verify": { takes: "optional" },
+    "cert-dir": { takes: "value" },
     storage: { short: "s", takes: "value" },
     verbose: { short: "v", takes: "flag" },
     help: { short: "h", takes: "flag" },
@@ -100,6 +105,7 @@ export async function pullCommand(args: string[]): Promise<number> {
       arch,
       jobs,
       tlsVerify,
+      certDir: typeof values["cert-dir"] === "string" ? values["cert-dir"] : undefined,
       force: values.force === true,
       stored,
       stallSeconds,

@@ -12,6 +12,8 @@ export interface Registry extends AsyncDisposable {
   /** The registry's storage root (blobs under docker/registry/v2/blobs). */
   root: string;
   dir: string;
+  /** With tls: the PEM file of the CA that signed the registry's certificate. */
+  ca?: string;
 }
 
 function freePort(): number {
@@ -37,6 +39,8 @@ export async function startRegistry(
   }
   let tls = "";
   if (opts.tls) {
+    // A CA and a certificate it signs (rustls refuses a CA certificate as a
+    // server's own: CaUsedAsEndEntity).
     await sh([
       "openssl",
       "req",
@@ -47,11 +51,44 @@ export async function startRegistry(
       "-days",
       "1",
       "-subj",
+      "/CN=den test CA",
+      "-keyout",
+      `${dir}/ca-key.pem`,
+      "-out",
+      `${dir}/ca.pem`,
+    ]);
+    await sh([
+      "openssl",
+      "req",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-subj",
       "/CN=127.0.0.1",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1",
       "-keyout",
       `${dir}/key.pem`,
+      "-out",
+      `${dir}/cert.csr`,
+    ]);
+    Deno.writeTextFileSync(
+      `${dir}/ext.cnf`,
+      "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    );
+    await sh([
+      "openssl",
+      "x509",
+      "-req",
+      "-in",
+      `${dir}/cert.csr`,
+      "-CA",
+      `${dir}/ca.pem`,
+      "-CAkey",
+      `${dir}/ca-key.pem`,
+      "-CAcreateserial",
+      "-days",
+      "1",
+      "-extfile",
+      `${dir}/ext.cnf`,
       "-out",
       `${dir}/cert.pem`,
     ]);
@@ -92,7 +129,13 @@ export async function startRegistry(
       await new Promise((r) => setTimeout(r, 50));
     }
   }
-  return { host, root, dir, [Symbol.asyncDispose]: stop };
+  return {
+    host,
+    root,
+    dir,
+    ca: opts.tls ? `${dir}/ca.pem` : undefined,
+    [Symbol.asyncDispose]: stop,
+  };
 }
 
 /** Run a command; throw with its stderr when it fails. */

@@ -431,7 +431,8 @@ Deno.test({
     ok(r.stderr.includes("certificate"), r.stderr);
     ok(
       r.stderr.endsWith(
-        "den: hint: the registry's certificate is not trusted; --tls-verify=false skips the check\n",
+        "den: hint: the registry's certificate is not trusted: put its CA in --cert-dir DIR or " +
+          `/etc/containers/certs.d/${reg.host}/ (*.crt); --tls-verify=false skips the check\n`,
       ),
       r.stderr,
     );
@@ -439,5 +440,26 @@ Deno.test({
     r = await pull([...s, "--tls-verify=false", ref, `${tmp.path}/a`]);
     strictEqual(r.code, 0, r.stderr);
     strictEqual(Deno.readTextFileSync(`${tmp.path}/a/etc/image-marker`), "tls\n");
+    // The CA in --cert-dir, then in ~/.config/containers/certs.d/HOST:PORT/.
+    const certs = `${tmp.path}/certs`;
+    Deno.mkdirSync(certs);
+    Deno.copyFileSync(reg.ca!, `${certs}/ca.crt`);
+    Deno.chmodSync(`${certs}/ca.crt`, 0o644);
+    r = await pull([...s, "--cert-dir", certs, ref, `${tmp.path}/b`]);
+    strictEqual(r.code, 0, r.stderr);
+    strictEqual(Deno.readTextFileSync(`${tmp.path}/b/etc/image-marker`), "tls\n");
+    const home = `${tmp.path}/home`;
+    Deno.mkdirSync(`${home}/.config/containers/certs.d/${reg.host}`, { recursive: true });
+    Deno.copyFileSync(reg.ca!, `${home}/.config/containers/certs.d/${reg.host}/ca.crt`);
+    await sh(["chmod", "-R", "a+rX", home]);
+    r = await pull([...s, ref, `${tmp.path}/c`], { HOME: home });
+    strictEqual(r.code, 0, r.stderr);
+    r = await pull([...s, "--cert-dir", `${tmp.path}/nope`, ref, `${tmp.path}/d`]);
+    strictEqual(r.code, 31);
+    ok(
+      r.stderr.startsWith(`den: error: pull ${ref}: read certificates ${tmp.path}/nope: `),
+      r.stderr,
+    );
+    ok(!exists(`${tmp.path}/d`));
   },
 });

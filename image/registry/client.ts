@@ -37,6 +37,14 @@ const NULL_BODY = new Set([101, 204, 205, 304]);
 const fetchSend: Send = (url, headers, signal) =>
   fetch(url, { headers, redirect: "manual", signal });
 
+function httpClient(caCerts: string[]): Deno.HttpClient {
+  try {
+    return Deno.createHttpClient({ caCerts });
+  } catch (e) {
+    throw new DenError("", `invalid CA certificate: ${networkReason(e)}`);
+  }
+}
+
 /** fetch trusting more CAs (a registry's own, from certs.d or --cert-dir). */
 function caSend(client: Deno.HttpClient): Send {
   return (url, headers, signal) => fetch(url, { headers, redirect: "manual", signal, client });
@@ -106,7 +114,7 @@ export class RegistryClient {
     this.#send = options.tlsVerify === false
       ? insecureSend
       : options.caCerts?.length
-      ? caSend(Deno.createHttpClient({ caCerts: options.caCerts }))
+      ? caSend(httpClient(options.caCerts))
       : fetchSend;
     this.#attempts = options.attempts ?? 4;
   }
@@ -145,7 +153,8 @@ export class RegistryClient {
     const reason = networkReason(e);
     if (isCertificateError(e)) {
       return new DenError("", `can't connect to ${url}: ${reason}`, {
-        hint: "the registry's certificate is not trusted; --tls-verify=false skips the check",
+        hint: "the registry's certificate is not trusted: put its CA in --cert-dir DIR or " +
+          `/etc/containers/certs.d/${this.ref.registry}/ (*.crt); --tls-verify=false skips the check`,
       });
     }
     const more = also ? ` (plain http: ${networkReason(also)})` : "";

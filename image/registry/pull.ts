@@ -10,6 +10,7 @@ import { parseImageRef } from "../ref.ts";
 import { makeTreeRemovable, secureStorage } from "../store.ts";
 import { unpackImage, type UnpackProgress, type UnpackResult } from "../unpack_image.ts";
 import { BlobCache } from "./blobs.ts";
+import { registryCaCerts } from "./certs.ts";
 import { type Lock, lockFile } from "./file_lock.ts";
 import { readBytesLimited, RegistryClient } from "./client.ts";
 import {
@@ -45,6 +46,8 @@ export interface PullOptions {
   jobs?: number;
   /** Verify TLS certificates (default true). */
   tlsVerify?: boolean;
+  /** --cert-dir: the registry's CA certificates (*.crt) are here, not in certs.d. */
+  certDir?: string;
   /** Replace DEST when it exists. */
   force?: boolean;
   /** DEST is a name in storage: replacing it is fine when it was pulled from the same repository. */
@@ -132,6 +135,9 @@ export async function pullImage(
     const cache = new BlobCache(`${storage}/blobs/sha256`);
     const client = new RegistryClient(ref, {
       tlsVerify: options.tlsVerify,
+      caCerts: options.tlsVerify === false
+        ? undefined
+        : registryCaCerts(ref.registry, { certDir: options.certDir, env: options.env }),
       env: options.env,
       signal: abort.signal,
       log: options.log,
