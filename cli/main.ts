@@ -14,6 +14,8 @@ Commands:
   unpack ARCHIVE DEST         unpack a docker/podman/OCI archive or a rootfs tarball
                               (DEST.sqfs or --squashfs: one SquashFS file)
   pull REF [DEST]             pull an image from an OCI/Docker registry
+  login REGISTRY              check and save credentials for a registry
+  logout REGISTRY             remove saved credentials for a registry
   inspect IMAGE               print an image's configuration (--json)
   images                      list images in storage (--json)
   rm NAME                     delete an image from storage
@@ -42,6 +44,11 @@ async function main(args: string[]): Promise<number> {
     case "pull": {
       const { pullCommand } = await import("./pull.ts");
       return await pullCommand(rest);
+    }
+    case "login":
+    case "logout": {
+      const { loginCommand, logoutCommand } = await import("./login.ts");
+      return await (verb === "login" ? loginCommand : logoutCommand)(rest);
     }
     case "unpack":
       if ((await import("./squash.ts")).wantsSquash(rest)) {

@@ -9,8 +9,6 @@ import {
   denPlainArgv,
   exists,
   HAVE_BUSYBOX,
-  MAIN,
-  ROOT,
   tempDir,
   testUserEnv,
   which,
@@ -32,16 +30,7 @@ async function den2(
   env: Record<string, string>,
   stdin = "",
 ): Promise<{ code: number; stderr: string; stdout: string }> {
-  const viaMain = Deno.readTextFileSync(MAIN).includes('case "login"');
-  const argv = viaMain ? denPlainArgv(args) : [
-    Deno.execPath(),
-    "run",
-    "-A",
-    "--no-lock",
-    `${ROOT}/tests/registry_login_main.ts`,
-    ...args,
-  ];
-  const [cmd, ...rest] = asTestUser(argv);
+  const [cmd, ...rest] = asTestUser(denPlainArgv(args));
   const child = new Deno.Command(cmd!, {
     args: rest,
     env: { ...testUserEnv(), ...env },
