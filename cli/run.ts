@@ -4,6 +4,7 @@ import { countFlag, lastValue, type OptionSpec, parseArgv } from "./args.ts";
 import { DenError, EXIT_USAGE, usageError } from "../error.ts";
 import type { EnvOp } from "../run/env.ts";
 import {
+  DEFAULT_BINDS,
   type HostFacts,
   type HostView,
   type ImageConfig,
@@ -20,11 +21,14 @@ import { VERSION } from "./version.ts";
 import { resolveImage } from "../image/store.ts";
 import { readImageMetadata } from "../image/metadata.ts";
 import { readFileInImage } from "../image/read_in_image.ts";
+import { isSquashfs, squashfuseProgram, squashMountPoint } from "../run/squash.ts";
+import type { SquashMount } from "../ffi/squash.ts";
+import type { RunHooks } from "../ffi/spawn.ts";
 
 export const RUN_USAGE = `Usage: den run [OPTION...] IMAGE -- CMD [ARG...]
 
-Run a command in an unpacked image directory (or a named image in storage),
-as ch-run does: unprivileged user and mount namespaces, no setuid, no daemon.
+Run a command in an unpacked image directory, a SquashFS file (IMG.sqfs, through
+squashfuse) or a named image in storage, as ch-run does: unprivileged user and mount namespaces, no setuid, no daemon.
 
   -b, --bind=SRC[:DST]   mount SRC at guest DST (default: same as SRC)
   -c, --cd=DIR           initial working directory in container
@@ -32,6 +36,9 @@ as ch-run does: unprivileged user and mount namespaces, no setuid, no daemon.
       --feature=FEAT     exit successfully if FEAT is enabled ("list" lists)
   -g, --gid=GID          run as GID within container
       --home             mount host $HOME at guest /home/$USER
+  -m, --mount=DIR        SquashFS image: mount it on host directory DIR, in
+                         the container's mount namespace only (default: the
+                         first free of /mnt /media /srv /opt /var/tmp /boot)
       --no-home          don't bind $HOME (the default; as ch-run 0.31)
       --no-image-env     don't apply the image's ENV (from den unpack)
       --no-passwd        don't bind-mount /etc/{passwd,group}
@@ -77,7 +84,7 @@ Example:
 export const FEATURES: Record<string, boolean> = {
   extglob: true,
   seccomp: false,
-  squash: false,
+  squash: true,
   overlayfs: true,
   "image-env": true,
 };
@@ -93,6 +100,8 @@ export interface RunCliOptions {
   verbose: number;
   storage?: string;
   dryRun: boolean;
+  /** -m: where a SquashFS image is mounted (in the container's namespace). */
+  mount?: string;
 }
 
 function parseId(name: string, text: string): number {
@@ -114,6 +123,7 @@ const RUN_OPTIONS: Record<string, OptionSpec> = {
   "no-image-env": { takes: "flag" },
   // ch-run 0.31's default, accepted so its command lines work unchanged.
   "no-home": { takes: "flag" },
+  mount: { short: "m", takes: "value" },
   "no-passwd": { takes: "flag" },
   "set-env": { takes: "optional" },
   storage: { short: "s", takes: "value" },
@@ -218,6 +228,7 @@ export function parseRunArgs(args: string[]): RunRequest {
       verbose: countFlag(parsed, "verbose"),
       storage: lastValue(parsed, "storage"),
       dryRun: has("dry-run"),
+      mount: lastValue(parsed, "mount"),
     },
     join: {
       join: has("join"),
@@ -272,8 +283,8 @@ async function pulledImage(image: string, storage?: string): Promise<string> {
   return name;
 }
 
-/** Check IMAGE the way ch-run does and return its absolute path. */
-function imageDirectory(arg: string, storage?: string): string {
+/** Check IMAGE the way ch-run does: a directory or a SquashFS file. */
+function imageOf(arg: string, storage?: string): { path: string; squash: boolean } {
   const path = resolveImage(arg, storage);
   let st;
   try {
@@ -283,8 +294,81 @@ function imageDirectory(arg: string, storage?: string): string {
       code: (e as { code?: string }).code,
     });
   }
-  if (!st.isDirectory) throw new DenError("", `unknown image type: ${path}`);
-  return Deno.realPathSync(path);
+  if (st.isDirectory) return { path: Deno.realPathSync(path), squash: false };
+  if (st.isFile) {
+    // As ch-run: a file is a SquashFS image when it starts with the magic.
+    const head = new Uint8Array(4);
+    try {
+      using f = Deno.openSync(path);
+      f.readSync(head);
+    } catch (e) {
+      throw new DenError("can't open", `${path}: ${osMessage(e)}`, {
+        code: (e as { code?: string }).code,
+      });
+    }
+    if (isSquashfs(head)) return { path: Deno.realPathSync(path), squash: true };
+  }
+  throw new DenError("", `unknown image type: ${path}`);
+}
+
+/** The planner's view when the image is mounted in a namespace den is not
+ * in: paths under the mount point are looked up through `root`. */
+function squashView(mountPoint: string, root: string): HostView {
+  const map = (p: string) => p === mountPoint || p.startsWith(`${mountPoint}/`) ? `${root}${p}` : p;
+  return {
+    lkind: (p) => hostView.lkind(map(p)),
+    readlink: (p) => hostView.readlink(map(p)),
+  };
+}
+
+function isExecutable(file: string): boolean {
+  try {
+    const st = Deno.statSync(file);
+    return st.isFile && ((st.mode ?? 0) & 0o111) !== 0;
+  } catch {
+    return false;
+  }
+}
+
+function realPathOr(path: string): string {
+  try {
+    return Deno.realPathSync(path);
+  } catch {
+    return path;
+  }
+}
+
+/** Mount a SquashFS image in namespaces made for the container. */
+async function mountImage(
+  image: string,
+  opts: RunOptions,
+  cli: RunCliOptions,
+  facts: HostFacts,
+): Promise<SquashMount> {
+  if (opts.write) {
+    throw usageError("--write: a SquashFS image is read-only", "use -W (--write-fake) instead");
+  }
+  const squashfuse = squashfuseProgram(Deno.env.get("PATH"), isExecutable);
+  const env = new Map(facts.env);
+  const sources = [
+    ...DEFAULT_BINDS.map((d) => d.path),
+    env.get("TMPDIR") || "/tmp",
+    ...(opts.home && env.get("HOME") ? [env.get("HOME")!] : []),
+    ...opts.binds.map((b) => b.source),
+    image.slice(0, image.lastIndexOf("/")) || "/",
+  ].map(realPathOr);
+  const mountPoint = squashMountPoint({ sources, mount: cli.mount }, hostView);
+  verbose(`squashfs: mounting ${image} on ${mountPoint} with ${squashfuse}`);
+  const { mountSquash } = await import("../ffi/squash.ts");
+  const uid = opts.uid ?? facts.uid, gid = opts.gid ?? facts.gid;
+  return await mountSquash({
+    image,
+    mountPoint,
+    squashfuse,
+    uidMap: { inside: uid, outside: facts.uid },
+    gidMap: { inside: gid, outside: facts.gid },
+    timeoutMs: 1000 * Number(Deno.env.get("DEN_SQUASH_TIMEOUT") || 10),
+  });
 }
 
 /** The image configuration `den unpack` stored (ch/metadata.json). */
@@ -394,12 +478,64 @@ export async function runCommand(args: string[]): Promise<number> {
     target: b.target ?? (b.source.startsWith("/") ? undefined : `${cwd}/${b.source}`),
   }));
   if (opts.image.startsWith("docker://")) opts.image = await pulledImage(opts.image, cli.storage);
-  const rootfs = imageDirectory(opts.image, cli.storage);
-  const pmixDir = pmixServerDir(rootfs);
-  if (pmixDir) opts.binds.push({ source: pmixDir, target: pmixDir });
-  opts.envOps = readEnvFiles(opts.envOps, rootfs);
+  const image = imageOf(opts.image, cli.storage);
   const facts = await hostFacts();
-  const plan = planContainer(opts, facts, rootfs, imageConfig(rootfs));
+  if (!image.squash) {
+    return await runImage(opts, cli, join, facts, { rootfs: image.path, view: hostView });
+  }
+  if (join.group) {
+    // One squashfuse per den: peers would lose the image when the den
+    // that mounted it ends first.
+    if (!join.group.auto) {
+      throw new DenError("", "--join with a SquashFS image: not supported yet", {
+        hint: "run without --join (each den mounts the image itself)",
+      });
+    }
+    verbose("join: off for a SquashFS image (each den mounts it itself)");
+    join.group = undefined;
+  }
+  const pmix = Deno.env.get("PMIX_SERVER_TMPDIR");
+  if (pmix) opts.binds.push({ source: pmix, target: pmix }); // for the mount point's choice
+  const squash = await mountImage(image.path, opts, cli, facts);
+  if (pmix) opts.binds.pop();
+  try {
+    const mountPoint = squash.mountPoint;
+    return await runImage(opts, cli, join, facts, {
+      rootfs: mountPoint,
+      view: squashView(mountPoint, squash.root),
+      readAt: `${squash.root}${mountPoint}`,
+      enter: { ...squash.ns, root: squash.root },
+    });
+  } finally {
+    squash.close();
+  }
+}
+
+/** How den sees the image and the namespaces it is to be run in. */
+interface ImageAccess {
+  /** The image's directory as the container child sees it. */
+  rootfs: string;
+  view: HostView;
+  /** Where den reads the image's files (default: rootfs). */
+  readAt?: string;
+  /** Namespaces made beforehand (a mounted SquashFS image). */
+  enter?: RunHooks["enter"];
+}
+
+/** Plan the container and run it. */
+async function runImage(
+  opts: RunOptions,
+  cli: RunCliOptions,
+  join: JoinDecision,
+  facts: HostFacts,
+  image: ImageAccess,
+): Promise<number> {
+  const rootfs = image.rootfs;
+  const readAt = image.readAt ?? rootfs;
+  const pmixDir = pmixServerDir(rootfs, image.view);
+  if (pmixDir) opts.binds.push({ source: pmixDir, target: pmixDir });
+  opts.envOps = readEnvFiles(opts.envOps, readAt);
+  const plan = planContainer(opts, { ...facts, fs: image.view }, rootfs, imageConfig(readAt));
   for (const w of plan.warnings) warn(w);
   for (const n of plan.notes) verbose(n);
   if (cli.dryRun) {
@@ -416,7 +552,7 @@ export async function runCommand(args: string[]): Promise<number> {
   if (join.launcher) separateRanks(plan, join.launcher);
   if (Deno.env.get("PMIX_SERVER_TMPDIR") && !pmixDir) setDefault(plan, "PMIX_MCA_gds", "hash");
   verbose(`executing: ${plan.argv.join(" ")}`);
-  return await runJoined(plan, join);
+  return await runJoined(plan, join, image.enter);
 }
 
 /**
@@ -443,16 +579,20 @@ function setDefault(plan: Plan, name: string, value: string): void {
  * key-value store lives there), to bind at the same path when the image has
  * a directory there. Without it, clients fall back to PMIX_MCA_gds=hash.
  */
-function pmixServerDir(rootfs: string): string | undefined {
+function pmixServerDir(rootfs: string, view: HostView): string | undefined {
   const dir = Deno.env.get("PMIX_SERVER_TMPDIR")?.replace(/\/+$/, "");
   if (!dir?.startsWith("/") || hostView.lkind(dir) !== "dir") return undefined;
-  return hostView.lkind(resolveInRoot(rootfs, dir, hostView)) === "dir" ? dir : undefined;
+  return view.lkind(resolveInRoot(rootfs, dir, view)) === "dir" ? dir : undefined;
 }
 
 /** Start the container: alone, as a group's winner, or joining one. */
-async function runJoined(plan: Plan, join: JoinDecision): Promise<number> {
+async function runJoined(
+  plan: Plan,
+  join: JoinDecision,
+  enter?: RunHooks["enter"],
+): Promise<number> {
   const { runPlan } = await import("../ffi/spawn.ts");
-  if (!join.group && join.pid === undefined) return await runPlan(plan, { warn });
+  if (!join.group && join.pid === undefined) return await runPlan(plan, { warn, enter });
   const rv = await import("../ffi/rendezvous.ts");
   if (join.pid !== undefined) {
     verbose(`join: joining namespaces of pid ${join.pid}`);

@@ -33,6 +33,7 @@ const DEFAULTS: RunOptions & RunCliOptions = {
   privateTmp: false,
   verbose: 0,
   storage: undefined,
+  mount: undefined,
   dryRun: false,
 };
 
@@ -63,6 +64,8 @@ Deno.test("parseRunArgs() maps every ch-run option to RunOptions", () => {
       "1000",
       "-v",
       "-w",
+      "-m",
+      "/sq",
       "--dry-run",
       "img",
       "--",
@@ -90,6 +93,7 @@ Deno.test("parseRunArgs() maps every ch-run option to RunOptions", () => {
       verbose: 1,
       storage: "/store",
       dryRun: true,
+      mount: "/sq",
     },
   );
 });
@@ -310,11 +314,12 @@ Deno.test("parseRunArgs() --feature asks about a feature", () => {
   });
 });
 
-Deno.test("FEATURES has image-env, extglob and overlayfs on and what den lacks off", () => {
+Deno.test("FEATURES has image-env, extglob, overlayfs and squash on and what den lacks off", () => {
   strictEqual(FEATURES["image-env"], true);
   strictEqual(FEATURES.extglob, true);
   strictEqual(FEATURES.overlayfs, true);
-  for (const f of ["seccomp", "squash"]) {
+  strictEqual(FEATURES.squash, true);
+  for (const f of ["seccomp"]) {
     strictEqual(FEATURES[f], false, f);
   }
 });

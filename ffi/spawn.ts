@@ -44,6 +44,12 @@ export interface RunHooks {
   join?: Namespaces;
   /** The container is set up and its process waits to exec (pid). */
   onReady?: (pid: number) => void;
+  /**
+   * Set up the container in these namespaces, made beforehand (a SquashFS
+   * image mounted in them): setns() instead of new ones, then the plan's
+   * mounts. `root` is the host path of their root (/proc/PID/root).
+   */
+  enter?: Namespaces & { root: string };
 }
 
 /** A libc call in the child whose failure ends the run with this error. */
@@ -64,7 +70,7 @@ function overlayPath(path: string): string {
   return path.replace(/[\\,:]/g, (c) => `\\${c}`);
 }
 
-function pipe(): [number, number] {
+export function pipe(): [number, number] {
   const fds = new Int32Array(2);
   if (libc().pipe2(new Uint8Array(fds.buffer), O_CLOEXEC) !== 0) {
     throw errnoError("can't pipe", errno());
@@ -73,7 +79,7 @@ function pipe(): [number, number] {
 }
 
 /** Read exactly n bytes unless EOF comes first; returns what was read. */
-function readFull(fd: number, n: number): Uint8Array {
+export function readFull(fd: number, n: number): Uint8Array {
   const buf = new Uint8Array(n);
   let got = 0;
   while (got < n) {
@@ -89,7 +95,7 @@ function readFull(fd: number, n: number): Uint8Array {
 }
 
 /** Mount flags of the file system holding path (statvfs f_flag). */
-function mountFlags(path: string): number {
+export function mountFlags(path: string): number {
   const buf = new BigUint64Array(14); // struct statvfs is 112 bytes on 64-bit
   if (libc().statvfs(cString(path), new Uint8Array(buf.buffer)) !== 0) {
     throw errnoError("can't statvfs", errno(), { path });
@@ -132,7 +138,7 @@ function statusToExit(status: number): number {
 }
 
 /** Write the id maps of a child in a new user namespace. */
-function writeIdMaps(pid: number, plan: Plan): void {
+export function writeIdMaps(pid: number, plan: Pick<Plan, "uidMap" | "gidMap">): void {
   const write = (file: string, text: string) => {
     try {
       Deno.writeTextFileSync(`/proc/${pid}/${file}`, text);
@@ -283,8 +289,11 @@ function addOp(chain: ChainSink, op: MountOp, io: ChainInputs): Step {
   }
 }
 
-/** The child's first calls: default signals, die with den. */
-function addPrologue(chain: ChainSink, io: ChainInputs): void {
+/** The child's first calls: default signals, die with den, wait for den. */
+export function addPrologue(
+  chain: ChainSink,
+  io: Pick<ChainInputs, "syncRead" | "syncWrite">,
+): void {
   const none = 0n;
   // Deno ignores SIGPIPE and handles others; the command wants defaults.
   for (const sig of ["SIGPIPE", ...FORWARDED_SIGNALS]) {
@@ -333,13 +342,19 @@ export function addChildCalls(
   chain: ChainSink,
   plan: Plan,
   io: ChainInputs,
+  enter?: Namespaces,
 ): { steps: Step[]; gateByte: number } {
   const none = 0n;
   const steps: Step[] = [];
   const step = (s: Step) => steps.push(s);
   addPrologue(chain, io);
-  chain.reported("mount", none, chain.str("/"), none, MS_REC | MS_PRIVATE, none);
-  step({ op: "can't make / private" });
+  if (enter) {
+    // Namespaces made beforehand, / already private in them (ffi/squash.ts).
+    addSetns(chain, enter, step);
+  } else {
+    chain.reported("mount", none, chain.str("/"), none, MS_REC | MS_PRIVATE, none);
+    step({ op: "can't make / private" });
+  }
   const rootfs = chain.str(plan.rootfs);
   chain.reported("mount", rootfs, rootfs, none, MS_BIND | MS_REC, none);
   step({ op: `can't bind ${plan.rootfs} to itself` });
@@ -370,11 +385,16 @@ export function addJoinCalls(
   const steps: Step[] = [];
   const step = (s: Step) => steps.push(s);
   addPrologue(chain, io);
+  addSetns(chain, ns, step);
+  return { steps, gateByte: addEpilogue(chain, plan, io, step) };
+}
+
+/** setns() into a user, then its mount namespace (root and cwd move too). */
+export function addSetns(chain: ChainSink, ns: Namespaces, step: (s: Step) => void): void {
   chain.reported("setns", ns.user, CLONE_NEWUSER);
   step({ op: `join: can't join user namespace of pid ${ns.ownerPid}` });
   chain.reported("setns", ns.mnt, CLONE_NEWNS);
   step({ op: `join: can't join mount namespace of pid ${ns.ownerPid}` });
-  return { steps, gateByte: addEpilogue(chain, plan, io, step) };
 }
 
 /**
@@ -399,7 +419,8 @@ export async function runPlan(
     });
   }
   const join = hooks.join;
-  const made = join ? [] : createMountPoints(plan);
+  const enter = hooks.enter;
+  const made = join || enter ? [] : createMountPoints(plan);
   let child = 0;
   const stopForwarding = forwardSignals(() => child);
   const [syncRead, syncWrite] = pipe();
@@ -427,12 +448,13 @@ export async function runPlan(
         temps.push(path);
         return path;
       },
-      lockedFlags: mountFlags,
+      // The image of entered namespaces is seen from den through their root.
+      lockedFlags: enter ? (path) => mountFlags(`${enter.root}${path}`) : mountFlags,
       pivotRootNr: sysPivotRoot(),
     };
     const { steps, gateByte } = join
       ? addJoinCalls(chain, plan, io, join)
-      : addChildCalls(chain, plan, io);
+      : addChildCalls(chain, plan, io, enter);
     // Started with SIGCHLD ignored (some batch systems do), the kernel would
     // reap the child itself and its exit status would be lost.
     lc.signal(SIGCHLD, SIG_DFL);
@@ -442,10 +464,10 @@ export async function runPlan(
     // while the child runs its steps could report a failed mount as done
     // (seen: a stale EADDRINUSE reported for a setns that worked). The
     // copy-on-write clone costs under 1 ms here (measured side by side).
-    const pid = chain.clone(join ? SIGCHLD : CLONE_NEWUSER | CLONE_NEWNS | SIGCHLD);
+    const pid = chain.clone(join || enter ? SIGCHLD : CLONE_NEWUSER | CLONE_NEWNS | SIGCHLD);
     if (pid < 0) {
       const code = errno();
-      if (join) throw errnoError("can't clone", code);
+      if (join || enter) throw errnoError("can't clone", code);
       throw errnoError("can't clone a user namespace", code, {
         hint: usernsHint(),
       });
@@ -457,7 +479,7 @@ export async function runPlan(
       lc.waitpid_now(pid, new Uint8Array(4), 0);
     };
     try {
-      if (!join) writeIdMaps(pid, plan);
+      if (!join && !enter) writeIdMaps(pid, plan);
       lc.write(syncWrite, new Uint8Array([1]), 1n);
       const reports = new Int32Array(
         readFull(reportRead, steps.length * 4).slice().buffer,

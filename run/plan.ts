@@ -104,7 +104,7 @@ export const CH_RUNNING = "Weird Al Yankovic";
  * files, and what Cray systems need for their interconnect, workload
  * manager and huge pages.
  */
-const DEFAULT_BINDS: { path: string; recursive: boolean; optional: boolean }[] = [
+export const DEFAULT_BINDS: { path: string; recursive: boolean; optional: boolean }[] = [
   { path: "/dev", recursive: true, optional: false },
   { path: "/proc", recursive: true, optional: false },
   { path: "/sys", recursive: true, optional: false },
