@@ -22,7 +22,7 @@ export {
   type RunOptions,
 } from "./run/plan.ts";
 export { applyEnvOps, type EnvOp } from "./run/env.ts";
-export { runPlan } from "./ffi/spawn.ts";
+export { runPlan } from "./run/run_plan.ts";
 export {
   unpackImage,
   type UnpackOptions,

@@ -72,7 +72,7 @@ async function tryContainer(writeFake?: string): Promise<DenError | Error | unde
     };
     const { hostFacts } = await import("./run.ts");
     const plan = planContainer(opts, await hostFacts(), rootfs);
-    const { runPlan } = await import("../ffi/spawn.ts");
+    const { runPlan } = await import("../run/run_plan.ts");
     await runPlan(plan, { warn: () => {} });
     return new Error(`${PROBE} ran, which it cannot`);
   } catch (e) {

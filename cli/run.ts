@@ -23,7 +23,7 @@ import { readImageMetadata } from "../image/metadata.ts";
 import { readFileInImage } from "../image/read_in_image.ts";
 import { isSquashfs, squashfuseProgram, squashMountPoint } from "../run/squash.ts";
 import type { SquashMount } from "../ffi/squash.ts";
-import type { RunHooks } from "../ffi/spawn.ts";
+import type { RunHooks } from "../run/run_plan.ts";
 
 export const RUN_USAGE = `Usage: den run [OPTION...] IMAGE -- CMD [ARG...]
 
@@ -591,7 +591,7 @@ async function runJoined(
   join: JoinDecision,
   enter?: RunHooks["enter"],
 ): Promise<number> {
-  const { runPlan } = await import("../ffi/spawn.ts");
+  const { runPlan } = await import("../run/run_plan.ts");
   if (!join.group && join.pid === undefined) return await runPlan(plan, { warn, enter });
   const rv = await import("../ffi/rendezvous.ts");
   if (join.pid !== undefined) {
