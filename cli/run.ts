@@ -21,7 +21,6 @@ import { VERSION } from "./version.ts";
 import { resolveImage } from "../image/store.ts";
 import { readImageMetadata } from "../image/metadata.ts";
 import { readFileInImage } from "../image/read_in_image.ts";
-import { isSquashfs, squashfuseProgram, squashMountPoint } from "../run/squash.ts";
 import type { SquashMount } from "../ffi/squash.ts";
 import type { RunHooks } from "../run/run_plan.ts";
 
@@ -284,7 +283,10 @@ async function pulledImage(image: string, storage?: string): Promise<string> {
 }
 
 /** Check IMAGE the way ch-run does: a directory or a SquashFS file. */
-function imageOf(arg: string, storage?: string): { path: string; squash: boolean } {
+async function imageOf(
+  arg: string,
+  storage?: string,
+): Promise<{ path: string; squash: boolean }> {
   const path = resolveImage(arg, storage);
   let st;
   try {
@@ -306,6 +308,8 @@ function imageOf(arg: string, storage?: string): { path: string; squash: boolean
         code: (e as { code?: string }).code,
       });
     }
+    // Loaded only for files: a directory image (every MPI rank) skips it.
+    const { isSquashfs } = await import("../run/squash.ts");
     if (isSquashfs(head)) return { path: Deno.realPathSync(path), squash: true };
   }
   throw new DenError("", `unknown image type: ${path}`);
@@ -348,6 +352,7 @@ async function mountImage(
   if (opts.write) {
     throw usageError("--write: a SquashFS image is read-only", "use -W (--write-fake) instead");
   }
+  const { squashfuseProgram, squashMountPoint } = await import("../run/squash.ts");
   const squashfuse = squashfuseProgram(Deno.env.get("PATH"), isExecutable);
   const env = new Map(facts.env);
   const sources = [
@@ -478,7 +483,7 @@ export async function runCommand(args: string[]): Promise<number> {
     target: b.target ?? (b.source.startsWith("/") ? undefined : `${cwd}/${b.source}`),
   }));
   if (opts.image.startsWith("docker://")) opts.image = await pulledImage(opts.image, cli.storage);
-  const image = imageOf(opts.image, cli.storage);
+  const image = await imageOf(opts.image, cli.storage);
   const facts = await hostFacts();
   if (!image.squash) {
     return await runImage(opts, cli, join, facts, { rootfs: image.path, view: hostView });
