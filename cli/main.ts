@@ -4,6 +4,7 @@ import { DenError, describeError, EXIT_FAILURE, usageError } from "../error.ts";
 import { error, out } from "./output.ts";
 
 import { VERSION } from "./version.ts";
+import { lazy } from "./lazy.ts";
 
 const USAGE = `Usage: den COMMAND [OPTION...] [ARG...]
 
@@ -38,27 +39,29 @@ async function main(args: string[]): Promise<number> {
       return await runCommand(rest);
     }
     case "doctor": {
-      const { doctorCommand } = await import("./doctor.ts");
+      const { doctorCommand } = await lazy<typeof import("./doctor.ts")>("./doctor.ts");
       return await doctorCommand(rest);
     }
     case "pull": {
-      const { pullCommand } = await import("./pull.ts");
+      const { pullCommand } = await lazy<typeof import("./pull.ts")>("./pull.ts");
       return await pullCommand(rest);
     }
     case "login":
     case "logout": {
-      const { loginCommand, logoutCommand } = await import("./login.ts");
+      const { loginCommand, logoutCommand } = await lazy<typeof import("./login.ts")>("./login.ts");
       return await (verb === "login" ? loginCommand : logoutCommand)(rest);
     }
     case "unpack":
-      if ((await import("./squash.ts")).wantsSquash(rest)) {
-        return await (await import("./squash.ts")).unpackSquashCommand(rest);
+      if ((await lazy<typeof import("./squash.ts")>("./squash.ts")).wantsSquash(rest)) {
+        return await (await lazy<typeof import("./squash.ts")>("./squash.ts")).unpackSquashCommand(
+          rest,
+        );
       }
     // falls through: a directory
     case "inspect":
     case "images":
     case "rm": {
-      const image = await import("./image.ts");
+      const image = await lazy<typeof import("./image.ts")>("./image.ts");
       const fn = {
         unpack: image.unpackCommand,
         inspect: image.inspectCommand,

@@ -31,3 +31,20 @@ Deno.test("a leading '--' (from deno task den -- ARGS) is dropped", async () => 
   equal(r.code, 0, r.stderr);
   equal(r.stdout.trim(), (await den("--version")).stdout.trim());
 });
+
+Deno.test("every module loaded through lazy() is embedded by deno task compile", () => {
+  const root = new URL("..", import.meta.url).pathname;
+  const task: string = JSON.parse(Deno.readTextFileSync(`${root}deno.json`)).tasks.compile;
+  const included = new Set([...task.matchAll(/--include (\S+)/g)].map((m) => m[1]));
+  let checked = 0;
+  for (const f of Deno.readDirSync(`${root}cli`)) {
+    if (!f.name.endsWith(".ts")) continue;
+    const text = Deno.readTextFileSync(`${root}cli/${f.name}`);
+    for (const m of text.matchAll(/lazy<[^>]*>\(\s*"([^"]+)"/g)) {
+      const path = new URL(m[1]!, `file://${root}cli/`).pathname.slice(root.length);
+      equal(included.has(path), true, `${path} (from cli/${f.name}) is not --included`);
+      checked++;
+    }
+  }
+  equal(checked > 5, true);
+});

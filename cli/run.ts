@@ -18,6 +18,7 @@ import { out, output, verbose, warn } from "./output.ts";
 import { decideJoin, type JoinDecision, type JoinOptions } from "../run/join.ts";
 import type { Plan } from "../run/plan.ts";
 import { VERSION } from "./version.ts";
+import { lazy } from "./lazy.ts";
 import { resolveImage } from "../image/store.ts";
 import { readImageMetadata } from "../image/metadata.ts";
 import { readFileInImage } from "../image/read_in_image.ts";
@@ -272,11 +273,13 @@ const hostView: HostView = {
  */
 async function pulledImage(image: string, storage?: string): Promise<string> {
   const ref = image.slice("docker://".length);
-  const { parsePullRef, storageNameOf } = await import("../image/registry/ref.ts");
+  const { parsePullRef, storageNameOf } = await lazy<typeof import("../image/registry/ref.ts")>(
+    "../image/registry/ref.ts",
+  );
   const name = storageNameOf(parsePullRef(ref));
   if (resolveImage(name, storage) !== name) return name; // stored already
   verbose(`pulling ${ref} into storage as ${name}`);
-  const { pullCommand } = await import("./pull.ts");
+  const { pullCommand } = await lazy<typeof import("./pull.ts")>("./pull.ts");
   const code = await pullCommand(["-q", ...(storage ? ["-s", storage] : []), ref, name]);
   if (code !== 0) throw new DenError("", `can't pull ${ref}`, { exitCode: code });
   return name;
@@ -309,7 +312,7 @@ async function imageOf(
       });
     }
     // Loaded only for files: a directory image (every MPI rank) skips it.
-    const { isSquashfs } = await import("../run/squash.ts");
+    const { isSquashfs } = await lazy<typeof import("../run/squash.ts")>("../run/squash.ts");
     if (isSquashfs(head)) return { path: Deno.realPathSync(path), squash: true };
   }
   throw new DenError("", `unknown image type: ${path}`);
@@ -352,7 +355,9 @@ async function mountImage(
   if (opts.write) {
     throw usageError("--write: a SquashFS image is read-only", "use -W (--write-fake) instead");
   }
-  const { squashfuseProgram, squashMountPoint } = await import("../run/squash.ts");
+  const { squashfuseProgram, squashMountPoint } = await lazy<typeof import("../run/squash.ts")>(
+    "../run/squash.ts",
+  );
   const squashfuse = squashfuseProgram(Deno.env.get("PATH"), isExecutable);
   const env = new Map(facts.env);
   const sources = [
@@ -364,7 +369,7 @@ async function mountImage(
   ].map(realPathOr);
   const mountPoint = squashMountPoint({ sources, mount: cli.mount }, hostView);
   verbose(`squashfs: mounting ${image} on ${mountPoint} with ${squashfuse}`);
-  const { mountSquash } = await import("../ffi/squash.ts");
+  const { mountSquash } = await lazy<typeof import("../ffi/squash.ts")>("../ffi/squash.ts");
   const uid = opts.uid ?? facts.uid, gid = opts.gid ?? facts.gid;
   return await mountSquash({
     image,
