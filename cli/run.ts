@@ -27,8 +27,9 @@ import type { RunHooks } from "../run/run_plan.ts";
 
 export const RUN_USAGE = `Usage: den run [OPTION...] IMAGE -- CMD [ARG...]
 
-Run a command in an unpacked image directory, a SquashFS file (IMG.sqfs, through
-squashfuse) or a named image in storage, as ch-run does: unprivileged user and mount namespaces, no setuid, no daemon.
+Run a command in an unpacked image directory, a SquashFS file (IMG.sqfs,
+through squashfuse) or a named image in storage, as ch-run does:
+unprivileged user and mount namespaces, no setuid, no daemon.
 
   -b, --bind=SRC[:DST]   mount SRC at guest DST (default: same as SRC)
   -c, --cd=DIR           initial working directory in container
