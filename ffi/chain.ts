@@ -33,6 +33,7 @@ export class CallChain {
   readonly #errno = errnoAddress();
   readonly #fns = new Map<string, Deno.PointerObject>();
   #reportFd = -1;
+  #cleared = false;
 
   /** The fd each reported call writes its errno to (4 bytes, 0 = success). */
   set reportFd(fd: number) {
@@ -81,12 +82,25 @@ export class CallChain {
     this.#calls.push({ fn, args: args.map((a) => BigInt(a)) });
   }
 
-  /** Append a call whose errno (0 on success) is written to the report fd. */
+  /**
+   * Append a call whose errno (0 on success) is written to the report fd.
+   * errno is zeroed once, before the first reported call: the calls of a
+   * chain are system call wrappers that leave errno alone when they succeed,
+   * so after a success it is still 0, and after a failure den stops at that
+   * report anyway. A step whose failure den tolerates is followed by
+   * clearErrno().
+   */
   reported(name: string, ...args: Arg[]): void {
     if (this.#reportFd < 0) throw new Error("internal error: no report fd");
-    this.call("memset", this.#errno, 0, 4);
+    if (!this.#cleared) this.clearErrno();
     this.call(name, ...args);
     this.call("write", this.#reportFd, this.#errno, 4);
+  }
+
+  /** Zero the child's errno. */
+  clearErrno(): void {
+    this.call("memset", this.#errno, 0, 4);
+    this.#cleared = true;
   }
 
   /** Write the child's errno to the report fd (after a call that failed). */

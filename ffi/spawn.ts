@@ -221,7 +221,7 @@ export interface ChainInputs {
 /** The chain's interface, so tests can record the calls (chain.ts does them). */
 export type ChainSink = Pick<
   CallChain,
-  "str" | "buffer" | "strv" | "words" | "call" | "reported" | "reportErrno"
+  "str" | "buffer" | "strv" | "words" | "call" | "reported" | "reportErrno" | "clearErrno"
 >;
 
 /** Add the child's calls for one mount op; returns the step it reports. */
@@ -294,6 +294,9 @@ export function addPrologue(
 function addEpilogue(chain: ChainSink, plan: Plan, io: ChainInputs, step: (s: Step) => void) {
   chain.reported("chdir", chain.str(plan.cwd));
   step({ op: `can't cd to ${plan.cwd}`, optional: plan.cwdOptional });
+  // A missing WorkingDir of the image is only a warning: what follows must
+  // not report its errno.
+  if (plan.cwdOptional) chain.clearErrno();
   chain.reported("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
   step({ op: "can't set no_new_privs" });
   // execvp() searches the PATH of `environ`, so the child points environ

@@ -81,6 +81,9 @@ class Recorder implements ChainSink {
   reportErrno(): void {
     this.calls.push("report errno");
   }
+  clearErrno(): void {
+    this.calls.push("clear errno");
+  }
 }
 
 const PLAN: Plan = {
