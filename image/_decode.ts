@@ -4,6 +4,7 @@
 // overlaps with the main thread's file writes.
 import { createHash } from "node:crypto";
 import { openInflater } from "./_inflate.ts";
+import { osMessage } from "./_os_message.ts";
 
 /** A byte range of a file to decode. */
 export interface DecodeJob {
@@ -75,9 +76,8 @@ export async function decodeBlob(
     file = Deno.openSync(job.path, { read: true });
   } catch (e) {
     // Name the file that could not be read (a layer blob), not DEST.
-    const err = e as Error & { code?: string };
-    const msg = err.message.replace(/ \(os error \d+\).*$/, "");
-    throw new Error(`open ${job.path}: ${msg}${err.code ? ` (${err.code})` : ""}`);
+    const code = (e as { code?: string }).code;
+    throw new Error(`open ${job.path}: ${osMessage(e)}${code ? ` (${code})` : ""}`);
   }
   try {
     if (job.offset) file.seekSync(job.offset, Deno.SeekMode.Start);

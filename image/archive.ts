@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import { DenError } from "../error.ts";
 import { decodeBlob, type DecodeSink, emitSink, sniffCompression } from "./_decode.ts";
+import { osMessage } from "./_os_message.ts";
 import { quote } from "./entry_path.ts";
 import { sameImageRef } from "./ref.ts";
 import { BLOCK } from "./tar_header.ts";
@@ -168,9 +169,8 @@ function readHead(path: string, n: number): Uint8Array {
 }
 
 function fsError(op: string, path: string, e: unknown): DenError {
-  const err = e as Error & { code?: string };
-  const msg = err.message?.replace(/ \(os error \d+\).*$/, "") ?? String(e);
-  return new DenError(op, msg, { path, code: err.code, cause: undefined });
+  const code = (e as { code?: string }).code;
+  return new DenError(op, osMessage(e), { path, code, cause: undefined });
 }
 
 // ---- tar and directory file views ----

@@ -4,6 +4,7 @@
 // file into the container.
 
 import { DenError } from "../error.ts";
+import { osMessage } from "./_os_message.ts";
 
 /** Files den reads from images are small; a bigger one is refused. */
 export const MAX_IMAGE_FILE_BYTES = 16 << 20;
@@ -29,7 +30,7 @@ export function readFileInImage(rootfs: string, rel: string): string | undefined
       if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) {
         return undefined;
       }
-      throw refuse((e as Error).message.replace(/ \(os error.*$/, ""));
+      throw refuse(osMessage(e));
     }
     const last = i === parts.length - 1;
     if (st.isSymlink) throw refuse(`${parts.slice(0, i + 1).join("/")} is a symlink`);
@@ -40,7 +41,7 @@ export function readFileInImage(rootfs: string, rel: string): string | undefined
   try {
     file = Deno.openSync(path, { read: true });
   } catch (e) {
-    throw refuse((e as Error).message.replace(/ \(os error.*$/, ""));
+    throw refuse(osMessage(e));
   }
   try {
     const now = file.statSync();

@@ -1,6 +1,7 @@
 // Named images in the storage directory: STORAGE/img/NAME, like ch-image.
 import { DenError, usageError } from "../error.ts";
 import { readImageMetadata } from "./metadata.ts";
+import { osMessage } from "./_os_message.ts";
 
 /** The invoking user's name: $USER, else the passwd entry of the uid. A
  * $USER that is not a plain name (a "/", "." or "..") is ignored. */
@@ -87,7 +88,7 @@ export function secureStorage(storage?: string, create = false): string {
         Deno.mkdirSync(path, { mode: 0o700 });
       } catch (e2) {
         if (!(e2 instanceof Deno.errors.AlreadyExists)) {
-          throw new DenError("can't mkdir", (e2 as Error).message.replace(/ \(os error.*$/, ""), {
+          throw new DenError("can't mkdir", osMessage(e2), {
             path,
           });
         }
@@ -172,7 +173,7 @@ export function listImages(storage?: string): StoredImage[] {
     entries = [...Deno.readDirSync(dir)];
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return [];
-    throw new DenError("list images", (e as Error).message.replace(/ \(os error.*$/, ""), {
+    throw new DenError("list images", osMessage(e), {
       path: dir,
     });
   }

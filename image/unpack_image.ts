@@ -4,6 +4,7 @@
 import { DenError } from "../error.ts";
 import { type ArchiveFormat, openArchive } from "./archive.ts";
 import { exchangePaths } from "./_exchange.ts";
+import { osMessage } from "./_os_message.ts";
 import { BlobDecoder, type BlobStream } from "./blob_stream.ts";
 import { quote } from "./entry_path.ts";
 import { type ImageMetadata, metadataFromConfig, writeImageMetadata } from "./metadata.ts";
@@ -323,17 +324,15 @@ function install(rootfs: string, dest: string, force: boolean): boolean {
 }
 
 function fsError(op: string, path: string, e: unknown): DenError {
-  const err = e as Error & { code?: string };
-  const msg = (err?.message ?? String(e)).replace(/ \(os error \d+\).*$/, "");
-  return new DenError(op, msg, { path, code: err?.code });
+  const code = (e as { code?: string } | undefined)?.code;
+  return new DenError(op, osMessage(e), { path, code });
 }
 
 /** A failure while writing an entry, naming the entry. */
 function entryError(e: unknown, name: string): DenError {
   if (e instanceof DenError) return e;
-  const err = e as Error & { code?: string };
-  const msg = (err?.message ?? String(e)).replace(/ \(os error \d+\).*$/, "");
-  return new DenError("", `cannot create ${quote(name)}: ${msg}`, { code: err?.code });
+  const code = (e as { code?: string } | undefined)?.code;
+  return new DenError("", `cannot create ${quote(name)}: ${osMessage(e)}`, { code });
 }
 
 /** Create what ch-run/den run bind-mounts onto, replacing what is unusable. */

@@ -3,6 +3,7 @@
 // containers-auth.json(5) gives. Secrets stay in Credentials objects: no
 // error or message here includes a password, an "auth" value or a token.
 import { DenError } from "../../error.ts";
+import { osMessage } from "../_os_message.ts";
 
 /** One challenge of a WWW-Authenticate header. */
 export interface Challenge {
@@ -144,7 +145,7 @@ export async function findCredentials(
       text = Deno.readTextFileSync(path);
     } catch (e) {
       if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) continue;
-      throw new DenError("read credentials", (e as Error).message.replace(/ \(os error.*$/, ""), {
+      throw new DenError("read credentials", osMessage(e), {
         path,
       });
     }

@@ -6,6 +6,7 @@
 // reader never sees half of it and a crash leaves the old one.
 // Two exports, one file: they share how the file is found, read and written.
 import { DenError } from "../../error.ts";
+import { osMessage } from "../_os_message.ts";
 import { normalizeAuthKey } from "./auth.ts";
 
 /** The file den login writes: $REGISTRY_AUTH_FILE, else
@@ -20,8 +21,7 @@ export function loginAuthFile(env: Record<string, string | undefined>): string {
 }
 
 function reason(e: unknown): string {
-  const err = e as { message?: string; code?: string };
-  return (err.message ?? String(e)).replace(/ \(os error.*$/, "").replace(/: '.*'$/, "");
+  return osMessage(e).replace(/: '.*'$/, "");
 }
 
 function readAuthFile(path: string): Record<string, unknown> {

@@ -30,6 +30,11 @@ export interface FetchBlobOptions {
 
 class Stalled extends Error {}
 
+/** A temporary file beside `final`, of this process, renamed to it when complete. */
+function partPath(final: string): string {
+  return `${final}.${Deno.pid}-${crypto.randomUUID().slice(0, 8)}.part`;
+}
+
 /** Blobs of all pulled images, by sha256. */
 export class BlobCache {
   constructor(readonly dir: string) {}
@@ -80,7 +85,7 @@ export class BlobCache {
   put(digest: string, bytes: Uint8Array): string {
     Deno.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const final = this.path(digest);
-    const tmp = `${final}.${Deno.pid}-${crypto.randomUUID().slice(0, 8)}.part`;
+    const tmp = partPath(final);
     Deno.writeFileSync(tmp, bytes, { mode: 0o644, createNew: true });
     Deno.renameSync(tmp, final);
     return final;
@@ -135,7 +140,7 @@ export class BlobCache {
     opts: FetchBlobOptions,
   ): Promise<void> {
     const final = this.path(d.digest);
-    const tmp = `${final}.${Deno.pid}-${crypto.randomUUID().slice(0, 8)}.part`;
+    const tmp = partPath(final);
     const file = await Deno.open(tmp, { createNew: true, write: true, mode: 0o644 });
     const what = `blob ${d.digest}`;
     const path = `/v2/${client.ref.repository}/blobs/${d.digest}`;

@@ -4,6 +4,7 @@
 // then replaces them, as in podman). They are trusted besides the system's.
 // (*.cert and *.key are client certificates, which den does not send.)
 import { DenError } from "../../error.ts";
+import { osMessage } from "../_os_message.ts";
 
 export interface CaCertOptions {
   /** --cert-dir: the only directory read. */
@@ -51,5 +52,5 @@ export function registryCaCerts(registry: string, options: CaCertOptions = {}): 
 }
 
 function why(e: unknown): string {
-  return ((e as Error).message ?? String(e)).replace(/ \(os error.*$/, "").replace(/: '.*'$/, "");
+  return osMessage(e).replace(/: '.*'$/, "");
 }

@@ -360,7 +360,7 @@ function backoff(attempt: number): number {
 }
 
 /** The body as text, refused when larger than max. */
-export async function readLimited(res: Response, max: number, what: string): Promise<string> {
+async function readLimited(res: Response, max: number, what: string): Promise<string> {
   return new TextDecoder().decode(await readBytesLimited(res, max, what));
 }
 

@@ -180,7 +180,7 @@ export function normArch(a: string): string {
 }
 
 /** "linux/arm/v7" */
-export function platformText(p: Platform | undefined): string {
+function platformText(p: Platform | undefined): string {
   return [p?.os ?? "?", p?.architecture ?? "?", p?.variant].filter(Boolean).join("/");
 }
 

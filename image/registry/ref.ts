@@ -50,7 +50,7 @@ export function parsePullRef(input: string): PullRef {
 }
 
 /** The host part of "host:port" or "[v6]:port", without brackets. */
-export function hostOf(endpoint: string): string {
+function hostOf(endpoint: string): string {
   if (endpoint.startsWith("[")) return endpoint.slice(1, endpoint.indexOf("]"));
   const colon = endpoint.lastIndexOf(":");
   return colon < 0 ? endpoint : endpoint.slice(0, colon);
