@@ -155,7 +155,7 @@ export class CallChain {
     this.#keep.length = 0;
   }
 
-  /** clone() a child in new namespaces that runs the chain. Returns its pid. */
+  /** clone() a child that runs the chain, with these flags. Returns its pid. */
   clone(flags: number): number {
     const first = this.build();
     const stack = this.buffer(STACK_BYTES);

@@ -1,6 +1,5 @@
 // Kernel and glibc constants, with their C names so man pages and grep agree.
 
-export const CLONE_VM = 0x00000100;
 export const CLONE_NEWNS = 0x00020000;
 export const CLONE_NEWUSER = 0x10000000;
 export const SIGCHLD = 17;
@@ -14,7 +13,7 @@ export const SO_RCVTIMEO = 20;
 export const SCM_RIGHTS = 1;
 export const MSG_CMSG_CLOEXEC = 0x40000000;
 export const SHUT_RDWR = 2;
-export const O_RDONLY = 0;
+export const MSG_DONTWAIT = 0x40;
 
 export const MS_RDONLY = 1;
 export const MS_NOSUID = 2;
@@ -39,10 +38,15 @@ export const PR_SET_PDEATHSIG = 1;
 export const PR_SET_NO_NEW_PRIVS = 38;
 
 export const O_CLOEXEC = 0o2000000;
+export const O_NOCTTY = 0o400;
 export const SIG_SETMASK = 2;
-export const SIG_BLOCK = 0;
 export const SIG_DFL = 0n;
-export const WUNTRACED = 2;
+export const WNOHANG = 1;
+
+export const PR_CAP_AMBIENT = 47;
+export const PR_CAP_AMBIENT_RAISE = 2;
+export const CAP_SYS_ADMIN = 21;
+export const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
 
 export const SIGNALS: Record<string, number> = {
   SIGHUP: 1,
@@ -53,10 +57,6 @@ export const SIGNALS: Record<string, number> = {
   SIGUSR2: 12,
   SIGPIPE: 13,
   SIGTERM: 15,
-  SIGSTOP: 19,
-  SIGCONT: 18,
-  SIGTSTP: 20,
-  SIGTTOU: 22,
 };
 
 // glibc has no pivot_root() wrapper, so it goes through syscall(2); the
@@ -73,7 +73,15 @@ export function sysPivotRoot(): number {
   return n;
 }
 
-/** errno values (asm-generic, same on x86_64 and aarch64) and their names. */
+// errno values (asm-generic, same on x86_64 and aarch64) that den tests for.
+export const ENOENT = 2;
+export const EINTR = 4;
+export const EAGAIN = 11;
+export const EADDRINUSE = 98;
+export const ECONNRESET = 104;
+export const ECONNREFUSED = 111;
+
+/** errno values and their names. */
 export const ERRNO_NAMES: Record<number, string> = {
   1: "EPERM",
   2: "ENOENT",
@@ -101,8 +109,8 @@ export const ERRNO_NAMES: Record<number, string> = {
   36: "ENAMETOOLONG",
   38: "ENOSYS",
   40: "ELOOP",
+  95: "EOPNOTSUPP",
   98: "EADDRINUSE",
   104: "ECONNRESET",
   111: "ECONNREFUSED",
-  95: "EOPNOTSUPP",
 };

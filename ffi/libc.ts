@@ -50,9 +50,7 @@ const SYMBOLS = {
   close: { parameters: ["i32"], result: "i32" },
   statvfs: { parameters: ["buffer", "buffer"], result: "i32" },
   getpgrp: { parameters: [], result: "i32" },
-  setpgid: { parameters: ["i32", "i32"], result: "i32" },
   tcgetpgrp: { parameters: ["i32"], result: "i32" },
-  tcsetpgrp: { parameters: ["i32", "i32"], result: "i32" },
   sigprocmask: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   getpwuid: { parameters: ["u32"], result: "pointer" },
   getgrgid: { parameters: ["u32"], result: "pointer" },
@@ -82,17 +80,13 @@ const SYMBOLS = {
   open: { parameters: ["buffer", "i32"], result: "i32" },
   // den unpack --force: swap DEST and the new image atomically.
   renameat2: { parameters: ["i32", "buffer", "i32", "buffer", "u32"], result: "i32" },
-  getuid: { parameters: [], result: "u32" },
   geteuid: { parameters: [], result: "u32" },
-  getgid: { parameters: [], result: "u32" },
   getegid: { parameters: [], result: "u32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 export type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
-const DLSYM = {
-  dlsym: { parameters: ["pointer", "buffer"], result: "pointer" },
-} as const satisfies Deno.ForeignLibraryInterface;
+const DLSYM = { dlsym: SYMBOLS.dlsym } as const satisfies Deno.ForeignLibraryInterface;
 
 let table: Libc | undefined;
 
@@ -106,9 +100,7 @@ export function libc(): Libc {
       configurable: true,
       enumerable: true,
       get() {
-        const name = "name" in def ? def.name : key;
-        const p = key === "dlsym" ? null : dlsym(null, cString(name));
-        const fn = p === null ? dlsym : bind(p, def, name);
+        const fn = key === "dlsym" ? dlsym : bind("name" in def ? def.name : key, def);
         Object.defineProperty(t, key, { value: fn, enumerable: true });
         return fn;
       },
@@ -117,10 +109,10 @@ export function libc(): Libc {
   return table = t as Libc;
 }
 
-function bind(p: Deno.PointerObject, def: Deno.ForeignFunction, name: string): unknown {
-  if (p === null) throw new Error(`internal error: dlsym ${name} not found`);
-  const fp = p as Deno.PointerObject<Omit<Deno.ForeignFunction, "nonblocking">>;
-  const f = new Deno.UnsafeFnPointer(fp, def);
+/** A callable libc function, for a symbol of the table. */
+function bind(name: string, def: Deno.ForeignFunction): unknown {
+  const p = symbolAddress(name) as Deno.PointerObject<Omit<Deno.ForeignFunction, "nonblocking">>;
+  const f = new Deno.UnsafeFnPointer(p, def);
   return f.call.bind(f);
 }
 

@@ -16,7 +16,14 @@
 import { DenError, EXIT_FAILURE } from "../error.ts";
 import {
   AF_UNIX,
+  EADDRINUSE,
+  EAGAIN,
+  ECONNREFUSED,
+  ECONNRESET,
+  ENOENT,
   MSG_CMSG_CLOEXEC,
+  MSG_DONTWAIT,
+  O_CLOEXEC,
   SCM_RIGHTS,
   SHUT_RDWR,
   SO_PEERCRED,
@@ -26,16 +33,11 @@ import {
   SOL_SOCKET,
 } from "./constants.ts";
 import { errnoError } from "./errno.ts";
-import { errno, libc } from "./libc.ts";
+import { addressOf, cString, errno, libc } from "./libc.ts";
 
 const HELLO = 0x64656e31; // "den1": greeting, sent on arrival
 const READY = 0x64656e32; // "den2": with the namespace fds
 const DONE = 0x64656e33; // "den3": the group is complete
-const MSG_DONTWAIT = 0x40;
-const EADDRINUSE = 98;
-const ECONNREFUSED = 111;
-const EAGAIN = 11;
-const ECONNRESET = 104;
 
 /** The container's namespaces, as open file descriptors. */
 export interface Namespaces {
@@ -91,7 +93,7 @@ function writeWords(fd: number, words: number[]): void {
 /** sendmsg() of 4 words plus two file descriptors. */
 function sendFds(fd: number, words: number[], fds: number[]): boolean {
   const data = new Uint8Array(new Int32Array(words).buffer);
-  const iov = new BigUint64Array([ptr(data), BigInt(data.length)]);
+  const iov = new BigUint64Array([addressOf(data), BigInt(data.length)]);
   const control = new Uint8Array(16 + 4 * fds.length);
   const cv = new DataView(control.buffer);
   cv.setBigUint64(0, BigInt(control.length), true); // cmsg_len
@@ -102,17 +104,16 @@ function sendFds(fd: number, words: number[], fds: number[]): boolean {
   return Number(libc().sendmsg(fd, msg, 0)) === data.length;
 }
 
-function ptr(b: Uint8Array | BigUint64Array): bigint {
-  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(b)));
-}
-
 /** struct msghdr (64-bit) around one iovec and a control buffer. */
-function msghdr(iov: BigUint64Array, control: Uint8Array): Uint8Array<ArrayBuffer> {
+function msghdr(
+  iov: BigUint64Array<ArrayBuffer>,
+  control: Uint8Array<ArrayBuffer>,
+): Uint8Array<ArrayBuffer> {
   const msg = new Uint8Array(56);
   const v = new DataView(msg.buffer);
-  v.setBigUint64(16, ptr(iov), true);
+  v.setBigUint64(16, addressOf(iov), true);
   v.setBigUint64(24, 1n, true);
-  v.setBigUint64(32, ptr(control), true);
+  v.setBigUint64(32, addressOf(control), true);
   v.setBigUint64(40, BigInt(control.length), true);
   return msg;
 }
@@ -120,7 +121,7 @@ function msghdr(iov: BigUint64Array, control: Uint8Array): Uint8Array<ArrayBuffe
 /** recvmsg() of 4 words and up to two fds; undefined on EOF. */
 function receive(fd: number, flags = 0): { words: Int32Array; fds: number[] } | undefined {
   const data = new Uint8Array(16);
-  const iov = new BigUint64Array([ptr(data), 16n]);
+  const iov = new BigUint64Array([addressOf(data), 16n]);
   const control = new Uint8Array(16 + 8);
   const msg = msghdr(iov, control);
   const n = Number(libc().recvmsg(fd, msg, MSG_CMSG_CLOEXEC | flags));
@@ -437,10 +438,10 @@ export function serveWhenFree(o: ArriveOptions, peer: Arrival & { role: "peer" }
 export function openNamespaces(pid: number): Namespaces {
   const open = (kind: string): number => {
     const path = `/proc/${pid}/ns/${kind}`;
-    const fd = libc().open(new TextEncoder().encode(path + "\0"), 0o2000000);
+    const fd = libc().open(cString(path), O_CLOEXEC);
     if (fd < 0) {
       const code = errno();
-      if (code === 2) throw joinError(`join: no PID ${pid}: ${path} not found`);
+      if (code === ENOENT) throw joinError(`join: no PID ${pid}: ${path} not found`);
       throw errnoError(`join: can't open ${path}`, code);
     }
     return fd;

@@ -8,6 +8,7 @@ import type { CallChain } from "./chain.ts";
 import {
   CLONE_NEWNS,
   CLONE_NEWUSER,
+  EINTR,
   LOCKED_FLAGS,
   MNT_DETACH,
   MS_BIND,
@@ -47,7 +48,7 @@ export interface Step {
 }
 
 /** Why the kernel refuses an unprivileged overlayfs, as one line of advice. */
-export const OVERLAY_HINT =
+const OVERLAY_HINT =
   "unprivileged overlayfs needs Linux >= 5.11 with CONFIG_OVERLAY_FS; den doctor checks this node";
 
 /** A path in overlayfs mount options: `,`, `:` and `\\` are escaped. */
@@ -71,12 +72,19 @@ export function readFull(fd: number, n: number): Uint8Array {
     const r = Number(libc().read(fd, buf.subarray(got), BigInt(n - got)));
     if (r === 0) break;
     if (r < 0) {
-      if (errno() === 4) continue; // EINTR
-      throw errnoError("can't read from container", errno());
+      const code = errno();
+      if (code === EINTR) continue;
+      throw errnoError("can't read from container", code);
     }
     got += r;
   }
   return buf.subarray(0, got);
+}
+
+/** Read up to n reports of a chain (an errno each, 0 = success) until EOF. */
+export function readReports(fd: number, n: number): Int32Array {
+  const bytes = readFull(fd, n * 4);
+  return new Int32Array(bytes.buffer, 0, bytes.length >> 2);
 }
 
 /** Mount flags of the file system holding path (statvfs f_flag). */
@@ -269,20 +277,24 @@ function addOp(chain: ChainSink, op: MountOp, io: ChainInputs): Step {
   }
 }
 
-/** The child's first calls: default signals, die with den, wait for den. */
-export function addPrologue(
-  chain: ChainSink,
-  io: Pick<ChainInputs, "syncRead" | "syncWrite">,
-): void {
-  const none = 0n;
+/** A child's first calls: default signals, none blocked, die with den. */
+export function addSignalSetup(chain: ChainSink): void {
   // Deno ignores SIGPIPE and handles others; the command wants defaults.
   for (const sig of ["SIGPIPE", ...FORWARDED_SIGNALS]) {
     chain.call("signal", SIGNALS[sig]!, SIG_DFL);
   }
-  chain.call("sigprocmask", SIG_SETMASK, chain.buffer(128).address, none);
+  chain.call("sigprocmask", SIG_SETMASK, chain.buffer(128).address, 0n);
   // If den dies, so does the container (PDEATHSIG follows the thread that
   // called clone, Deno's main thread, which lives as long as den).
   chain.call("prctl", PR_SET_PDEATHSIG, SIGNALS.SIGKILL!, 0, 0, 0);
+}
+
+/** The child's first calls (addSignalSetup()), then it waits for den. */
+export function addPrologue(
+  chain: ChainSink,
+  io: Pick<ChainInputs, "syncRead" | "syncWrite">,
+): void {
+  addSignalSetup(chain);
   // Had den died before prctl(), nothing would kill the child: with den's
   // copy of the write end the only one left, the reads below see EOF, the
   // gate stays shut and the child exits at the failed execvp().
@@ -363,7 +375,7 @@ export function addJoinCalls(
   chain: ChainSink,
   plan: Plan,
   io: ChainInputs,
-  ns: { user: number; mnt: number; ownerPid: number },
+  ns: Namespaces,
 ): { steps: Step[]; gateByte: number } {
   const steps: Step[] = [];
   const step = (s: Step) => steps.push(s);
@@ -373,7 +385,7 @@ export function addJoinCalls(
 }
 
 /** setns() into a user, then its mount namespace (root and cwd move too). */
-export function addSetns(chain: ChainSink, ns: Namespaces, step: (s: Step) => void): void {
+function addSetns(chain: ChainSink, ns: Namespaces, step: (s: Step) => void): void {
   chain.reported("setns", ns.user, CLONE_NEWUSER);
   step({ op: `join: can't join user namespace of pid ${ns.ownerPid}` });
   chain.reported("setns", ns.mnt, CLONE_NEWNS);

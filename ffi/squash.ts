@@ -14,25 +14,32 @@
 import { DenError } from "../error.ts";
 import { CallChain } from "./chain.ts";
 import {
+  CAP_SYS_ADMIN,
   CLONE_NEWNS,
   CLONE_NEWUSER,
+  LINUX_CAPABILITY_VERSION_3,
   MS_PRIVATE,
   MS_REC,
-  PR_SET_PDEATHSIG,
+  PR_CAP_AMBIENT,
+  PR_CAP_AMBIENT_RAISE,
   SIG_DFL,
   SIGCHLD,
   SIGNALS,
+  WNOHANG,
 } from "./constants.ts";
 import { errnoError, strerror } from "./errno.ts";
 import { errno, libc } from "./libc.ts";
 import type { Namespaces } from "./rendezvous.ts";
-import { addPrologue, pipe, readFull, type Step, usernsHint, writeIdMaps } from "./spawn.ts";
-
-const PR_CAP_AMBIENT = 47;
-const PR_CAP_AMBIENT_RAISE = 2;
-const CAP_SYS_ADMIN = 21;
-const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
-const WNOHANG = 1;
+import {
+  addPrologue,
+  addSignalSetup,
+  pipe,
+  readFull,
+  readReports,
+  type Step,
+  usernsHint,
+  writeIdMaps,
+} from "./spawn.ts";
 
 export interface SquashOptions {
   /** Absolute host path of the .sqfs file. */
@@ -135,9 +142,8 @@ export async function mountSquash(o: SquashOptions): Promise<SquashMount> {
     pids.push(holderPid);
     writeIdMaps(holderPid, o);
     lc.write(syncWrite, new Uint8Array([1]), 1n);
-    const report = readFull(reportRead, 4);
+    const private_ = readReports(reportRead, 1)[0] ?? -1;
     holder.release();
-    const private_ = report.length === 4 ? new Int32Array(report.slice().buffer)[0]! : -1;
     if (private_ !== 0) {
       if (private_ < 0) throw fail("namespace holder died");
       throw errnoError("can't make / private", private_);
@@ -154,11 +160,7 @@ export async function mountSquash(o: SquashOptions): Promise<SquashMount> {
     const [errRead, errWrite] = pipe();
     fds.push(fReportRead, errRead);
     fuse.reportFd = fReportWrite;
-    for (const sig of ["SIGPIPE", "SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"]) {
-      fuse.call("signal", SIGNALS[sig]!, SIG_DFL);
-    }
-    fuse.call("sigprocmask", 2, fuse.buffer(128).address, 0n); // SIG_SETMASK: none blocked
-    fuse.call("prctl", PR_SET_PDEATHSIG, SIGNALS.SIGKILL!, 0, 0, 0);
+    addSignalSetup(fuse);
     // Its messages go to den, which says them in its own error line.
     fuse.call("dup2", errWrite, 1);
     fuse.call("dup2", errWrite, 2);
@@ -189,9 +191,8 @@ export async function mountSquash(o: SquashOptions): Promise<SquashMount> {
     lc.close(errWrite);
     if (fusePid < 0) throw errnoError("can't clone", cloneErr);
     pids.push(fusePid);
-    const reports = readFull(fReportRead, (steps.length + 1) * 4);
+    const codes = readReports(fReportRead, steps.length + 1);
     fuse.release();
-    const codes = new Int32Array(reports.slice(0, reports.length & ~3).buffer.slice(0));
     for (let i = 0; i < steps.length; i++) {
       const c = codes[i];
       if (c === undefined) throw fail("squashfuse's starter died");
@@ -235,5 +236,5 @@ export async function mountSquash(o: SquashOptions): Promise<SquashMount> {
 }
 
 /** Why squashfuse fails in a user namespace, as one line of advice. */
-export const FUSE_HINT =
+const FUSE_HINT =
   "is the file a SquashFS image, and /dev/fuse usable (mode 0666)? den doctor checks this node";

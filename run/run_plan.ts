@@ -11,6 +11,7 @@ import {
   CLONE_NEWUSER,
   ERRNO_NAMES,
   O_CLOEXEC,
+  O_NOCTTY,
   SIG_DFL,
   SIGCHLD,
   SIGNALS,
@@ -27,7 +28,7 @@ import {
   FORWARDED_SIGNALS,
   mountFlags,
   pipe,
-  readFull,
+  readReports,
   removeMountPoints,
   tempFile,
   usernsHint,
@@ -70,7 +71,7 @@ export async function runPlan(
 ): Promise<number> {
   const lc = libc();
   // As ch-run: never with privileges someone else's install bit gave.
-  if (lc.getuid() !== lc.geteuid() || lc.getgid() !== lc.getegid()) {
+  if (Deno.uid() !== lc.geteuid() || Deno.gid() !== lc.getegid()) {
     throw new DenError("", "den must not be setuid or setgid: real and effective ids differ", {
       hint: "remove the setuid/setgid bit (chmod ug-s); den needs no privileges",
     });
@@ -138,9 +139,7 @@ export async function runPlan(
     try {
       if (!join && !enter) writeIdMaps(pid, plan);
       lc.write(syncWrite, new Uint8Array([1]), 1n);
-      const reports = new Int32Array(
-        readFull(reportRead, steps.length * 4).slice().buffer,
-      );
+      const reports = readReports(reportRead, steps.length);
       for (let i = 0; i < steps.length; i++) {
         const step = steps[i]!;
         if (i >= reports.length) {
@@ -193,14 +192,11 @@ async function superviseChild(
 ): Promise<number> {
   const lc = libc();
   lc.write(syncWrite, new Uint8Array([gateByte]), 1n);
-  const failed = readFull(reportRead, 4);
+  const code = readReports(reportRead, 1)[0];
   const status = new Int32Array(1);
-  if (failed.length === 4) {
+  if (code !== undefined) {
     lc.waitpid_now(pid, new Uint8Array(status.buffer), 0);
-  }
-  childDone();
-  if (failed.length === 4) {
-    const code = new Int32Array(failed.slice().buffer)[0]!;
+    childDone();
     throw new DenError(
       "can't execve(2)",
       `${plan.argv[0]}: ${strerror(code)}`,
@@ -210,6 +206,7 @@ async function superviseChild(
       },
     );
   }
+  childDone();
   for (let failures = 0;;) {
     // A nonblocking call runs on another thread: its errno is not ours to
     // read. waitpid() fails only with EINTR (retried) or ECHILD, which
@@ -249,7 +246,6 @@ function forwardSignals(target: () => number): () => void {
 /** Is den in the foreground process group of its controlling terminal? */
 function inTerminalForeground(): boolean {
   const lc = libc();
-  const O_NOCTTY = 0o400;
   const fd = lc.open(cString("/dev/tty"), O_CLOEXEC | O_NOCTTY);
   if (fd < 0) return false; // no controlling terminal
   try {
