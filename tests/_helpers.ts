@@ -212,12 +212,13 @@ export function testUserEnv(): Record<string, string> {
   return userEnv();
 }
 
-/** Run den with args as the test user; options add env and stdin. */
-export async function den(
-  args: string[],
+/** Run argv as the test user (environment testUserEnv() plus opts.env);
+ * stdin is empty unless opts.stdin, cwd is / unless opts.cwd. */
+export async function runAsTestUser(
+  argv: string[],
   opts: { env?: Record<string, string>; stdin?: string; cwd?: string } = {},
 ): Promise<DenResult> {
-  const [cmd, ...rest] = denArgv(args);
+  const [cmd, ...rest] = asTestUser(argv);
   const child = new Deno.Command(cmd!, {
     args: rest,
     env: { ...userEnv(), ...opts.env },
@@ -239,6 +240,44 @@ export async function den(
     stdout: dec.decode(r.stdout),
     stderr: dec.decode(r.stderr),
   };
+}
+
+/** Run den with args as the test user; options add env and stdin. */
+export function den(
+  args: string[],
+  opts: { env?: Record<string, string>; stdin?: string; cwd?: string } = {},
+): Promise<DenResult> {
+  return runAsTestUser(denPlainArgv(args), opts);
+}
+
+/**
+ * Why srun cannot be used here, or undefined when it can: one of cmds (and
+ * timeout(1)) missing, sinfo not answering within 10 s, or this host not an
+ * up Slurm node (.ci/slurm names the node `hostname -s`).
+ */
+export function slurmMissing(cmds: string[] = ["sinfo", "srun"]): string | undefined {
+  for (const cmd of cmds) {
+    if (!which(cmd)) return `Slurm not installed (${cmd} not found; see .ci/slurm)`;
+  }
+  if (!which("timeout")) return "timeout(1) not found";
+  const node = Deno.hostname().split(".")[0]!;
+  const r = new Deno.Command("timeout", {
+    args: ["10", "sinfo", "-h", "-N", "-n", node, "-o", "%T"],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).outputSync();
+  const dec = new TextDecoder();
+  if (!r.success) {
+    const why = dec.decode(r.stderr).trim().split("\n")[0] || `exit ${r.code}`;
+    return `Slurm does not answer (sinfo: ${why}; see .ci/slurm)`;
+  }
+  const state = dec.decode(r.stdout).trim().split("\n")[0]?.replace(/[*~#!%$@^-]+$/, "");
+  if (!state) return `this host (${node}) is not a Slurm node (see .ci/slurm)`;
+  if (!["idle", "mixed", "allocated"].includes(state)) {
+    return `Slurm node ${node} is ${state}, not up (see .ci/slurm)`;
+  }
+  return undefined;
 }
 
 /** Mount points (from /proc/self/mountinfo) whose path contains s. */

@@ -15,11 +15,22 @@ import {
   buildBusyboxImage,
   denPlainArgv,
   ROOT,
+  slurmMissing,
   tempDir,
-  TEST_USER,
-  testUser,
   which,
 } from "./_helpers.ts";
+import {
+  emptyScript,
+  fmt,
+  hostLoad,
+  isDeno,
+  median,
+  pad,
+  print,
+  processTree,
+  sleep,
+  userEnv,
+} from "./_bench.ts";
 
 /** Timed ping-pong rounds (every configuration once a round). */
 const PINGPONG_ROUNDS = 5;
@@ -52,51 +63,13 @@ const SIZES = [
   { bytes: 16 << 20, key: "bw16m", label: "16 MiB" },
 ] as const;
 
-const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-function print(line = ""): void {
-  const bytes = encoder.encode(line + "\n");
-  let written = 0;
-  while (written < bytes.length) {
-    written += Deno.stdout.writeSync(bytes.subarray(written));
-  }
-}
-
-const fmt = (n: number, digits = 1) => Number.isFinite(n) ? n.toFixed(digits) : "-";
-const pad = (s: string, n: number) => s.padStart(n);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function median(xs: number[]): number {
-  if (!xs.length) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 interface Context {
   env: Record<string, string>;
   /** Where commands start: the temporary directory, readable by the user. */
   cwd: string;
   user: string;
-}
-
-function userContext(tmp: string, denoDir: string): Context {
-  const env: Record<string, string> = {
-    PATH: "/usr/local/bin:/usr/bin:/bin",
-    LANG: "C.UTF-8",
-    DENO_DIR: denoDir,
-  };
-  if (Deno.uid() === 0) {
-    env.USER = TEST_USER; // ch-run refuses to start without $USER
-    env.HOME = `/home/${TEST_USER}`;
-    return { env, cwd: tmp, user: TEST_USER };
-  }
-  for (const k of ["USER", "HOME"]) {
-    const v = Deno.env.get(k);
-    if (v) env[k] = v;
-  }
-  return { env, cwd: tmp, user: env.USER ?? String(Deno.uid()) };
 }
 
 // ---------------------------------------------------------------------------
@@ -122,22 +95,6 @@ function procStat(pid: number): { ppid: number; session: number; start: string }
   } catch {
     return undefined;
   }
-}
-
-/** pid and its descendants (through every thread's children list). */
-function processTree(pid: number): number[] {
-  const out = [pid];
-  for (let i = 0; i < out.length; i++) {
-    try {
-      for (const task of Deno.readDirSync(`/proc/${out[i]}/task`)) {
-        const kids = Deno.readTextFileSync(`/proc/${out[i]}/task/${task.name}/children`).trim();
-        if (kids) out.push(...kids.split(/\s+/).map(Number));
-      }
-    } catch {
-      // Exited meanwhile.
-    }
-  }
-  return out;
 }
 
 /**
@@ -286,24 +243,9 @@ function mpirun(np: number, rest: string[]): string[] {
 // Part 1: ping-pong.
 
 /** Why srun cannot be measured here, or undefined when it can. */
-function slurmMissing(): string | undefined {
-  for (const cmd of ["sinfo", "srun", "timeout"]) {
-    if (!which(cmd)) return `${cmd} not found`;
-  }
-  const node = Deno.hostname().split(".")[0]!;
-  const r = new Deno.Command("timeout", {
-    args: ["10", "sinfo", "-h", "-N", "-n", node, "-o", "%T"],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).outputSync();
-  if (!r.success) {
-    const text = decoder.decode(r.stderr).trim().split("\n")[0] || `exit ${r.code}`;
-    return `Slurm does not answer (sinfo: ${text}; see .ci/slurm)`;
-  }
-  const state = decoder.decode(r.stdout).trim().split("\n")[0]?.replace(/[*~#!%$@^-]+$/, "");
-  if (!state) return `this host (${node}) is not a Slurm node`;
-  if (!["idle", "mixed", "allocated"].includes(state)) return `Slurm node ${node} is ${state}`;
+function srunMissing(): string | undefined {
+  const slurm = slurmMissing();
+  if (slurm) return slurm;
   const list = new Deno.Command("timeout", {
     args: ["10", "srun", "--mpi=list"],
     stdin: "null",
@@ -441,7 +383,7 @@ async function benchPingpong(ctx: Context, tmp: string): Promise<void> {
       (s) => mpirun(2, ["ch-run", "--join", img, "--", ...inImage(s)]),
     );
   }
-  const slurm = slurmMissing();
+  const slurm = srunMissing();
   if (!slurm) {
     add(
       "srun-host",
@@ -560,9 +502,7 @@ async function benchPingpong(ctx: Context, tmp: string): Promise<void> {
 // Part 2: launch cost at scale.
 
 async function benchLaunch(ctx: Context, img: string, tmp: string): Promise<void> {
-  const empty = `${tmp}/empty.ts`;
-  Deno.writeTextFileSync(empty, "");
-  Deno.chmodSync(empty, 0o644);
+  const empty = emptyScript(tmp);
   const deno = Deno.execPath();
   const np = LAUNCH_NP;
   const configs = [
@@ -683,18 +623,6 @@ function readMemory(pid: number): Memory | undefined {
     pss: kib("Pss"),
     rss: kib("Rss"),
   };
-}
-
-function isDeno(pid: number): boolean {
-  try {
-    return Deno.readLinkSync(`/proc/${pid}/exe`) === Deno.execPath();
-  } catch {
-    try {
-      return Deno.readTextFileSync(`/proc/${pid}/comm`).trim() === "deno";
-    } catch {
-      return false;
-    }
-  }
 }
 
 function comm(pid: number): string {
@@ -842,11 +770,6 @@ async function benchMemory(ctx: Context, img: string, tmp: string): Promise<void
 
 // ---------------------------------------------------------------------------
 
-function hostLoad(): string {
-  const [one, five] = Deno.loadavg();
-  return `${navigator.hardwareConcurrency} cpus, load average ${fmt(one!, 2)} ${fmt(five!, 2)}`;
-}
-
 /** MPI ping-pong, launch at 64 ranks and memory per rank, den beside peers. */
 export async function benchMpi(): Promise<void> {
   print(`den under MPI launchers; deno ${Deno.version.deno}; ${ROOT}`);
@@ -861,13 +784,7 @@ export async function benchMpi(): Promise<void> {
   }
   await using tmp = tempDir("den-bench-mpi-");
   const busybox = buildBusyboxImage(`${tmp.path}/img`);
-  const denoDir = `${tmp.path}/deno-dir`;
-  Deno.mkdirSync(denoDir);
-  if (Deno.uid() === 0) {
-    const { uid, gid } = testUser();
-    Deno.chownSync(denoDir, uid, gid);
-  }
-  const ctx = userContext(tmp.path, denoDir);
+  const ctx: Context = { ...userEnv(tmp.path), cwd: tmp.path };
   // Warm the DENO_DIR: every timed den below finds its modules transpiled.
   const cold = await run(ctx, denPlainArgv(["run", busybox, "--", "/bin/true"]));
   if (cold.status !== "ok") {

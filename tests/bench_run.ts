@@ -6,7 +6,18 @@
 // user on a cluster would run it. Output is a table for people plus
 // `key: value` lines for grep, e.g. `ratio den/floor: 1.50`.
 
-import { buildBusyboxImage, ROOT, tempDir, TEST_USER, testUser } from "./_helpers.ts";
+import { asTestUser, buildBusyboxImage, ROOT, tempDir } from "./_helpers.ts";
+import {
+  emptyScript,
+  fmt,
+  hostLoad,
+  isDeno,
+  median,
+  pad,
+  print,
+  processTree,
+  userEnv,
+} from "./_bench.ts";
 
 /** Timed runs per command, after WARMUP rounds that are not counted. */
 const RUNS = 30;
@@ -20,16 +31,6 @@ const MEMORY_SAMPLES = 3;
 /** When to read smaps_rollup: after start-up, while the container sleeps. */
 const MEMORY_DELAY_MS = 1500;
 
-const encoder = new TextEncoder();
-
-function print(line = ""): void {
-  const bytes = encoder.encode(line + "\n");
-  let written = 0;
-  while (written < bytes.length) {
-    written += Deno.stdout.writeSync(bytes.subarray(written));
-  }
-}
-
 interface Bench {
   name: string;
   /** What the user types, for the table's legend. */
@@ -41,46 +42,12 @@ interface Bench {
 interface Context {
   image: string;
   env: Record<string, string>;
-  /** Prefix that drops to the unprivileged user; empty when we are one. */
-  asUser: string[];
   user: string;
-}
-
-function userContext(image: string, denoDir: string): Context {
-  const env: Record<string, string> = {
-    PATH: "/usr/local/bin:/usr/bin:/bin",
-    LANG: "C.UTF-8",
-    // A DENO_DIR of our own, empty at start: the first den run proves a clean
-    // checkout works, and fills the transpile cache for the timed runs.
-    DENO_DIR: denoDir,
-  };
-  if (Deno.uid() === 0) {
-    const { uid, gid } = testUser();
-    env.USER = TEST_USER; // ch-run refuses to start without $USER
-    env.HOME = `/home/${TEST_USER}`;
-    return {
-      image,
-      env,
-      asUser: [
-        "setpriv",
-        `--reuid=${uid}`,
-        `--regid=${gid}`,
-        "--init-groups",
-        "--",
-      ],
-      user: TEST_USER,
-    };
-  }
-  for (const k of ["USER", "HOME"]) {
-    const v = Deno.env.get(k);
-    if (v) env[k] = v;
-  }
-  return { image, env, asUser: [], user: env.USER ?? String(Deno.uid()) };
 }
 
 function spawn(ctx: Context, argv: string[]): Deno.ChildProcess {
   // setpriv exec()s, so the child's pid is the pid of the measured program.
-  const [cmd, ...args] = [...ctx.asUser, ...argv];
+  const [cmd, ...args] = asTestUser(argv);
   return new Deno.Command(cmd!, {
     args,
     env: ctx.env,
@@ -120,24 +87,17 @@ interface Stats {
 
 function stats(times: number[]): Stats {
   const sorted = [...times].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  const median = sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
   return {
-    median,
+    median: median(times),
     p90: quantile(sorted, 0.9),
     min: sorted[0]!,
     mean: times.reduce((a, b) => a + b, 0) / times.length,
   };
 }
 
-const fmt = (n: number, digits = 1) => n.toFixed(digits);
-const pad = (s: string, n: number) => s.padStart(n);
-
 async function benchLatency(ctx: Context, tmp: string): Promise<void> {
   const deno = Deno.execPath();
-  const empty = `${tmp}/empty.ts`;
-  Deno.writeTextFileSync(empty, "");
-  Deno.chmodSync(empty, 0o644);
+  const empty = emptyScript(tmp);
   const img = ctx.image;
   const benches: Bench[] = [
     {
@@ -286,30 +246,6 @@ function sumMemory(ms: Memory[]): Memory {
   };
 }
 
-/** pid and its descendants (through every thread's children list). */
-function processTree(pid: number): number[] {
-  const out = [pid];
-  for (let i = 0; i < out.length; i++) {
-    for (const task of Deno.readDirSync(`/proc/${out[i]}/task`)) {
-      const kids = Deno.readTextFileSync(
-        `/proc/${out[i]}/task/${task.name}/children`,
-      ).trim();
-      if (kids) out.push(...kids.split(/\s+/).map(Number));
-    }
-  }
-  return out;
-}
-
-/** Is pid the Deno runtime (den itself) rather than a command it started? */
-function isDeno(pid: number): boolean {
-  try {
-    return Deno.readLinkSync(`/proc/${pid}/exe`) === Deno.execPath();
-  } catch {
-    // exe is unreadable without ptrace access; comm is always readable.
-    return Deno.readTextFileSync(`/proc/${pid}/comm`).trim() === "deno";
-  }
-}
-
 interface MemorySample {
   /** Processes that are the Deno runtime: den itself. */
   own: Memory;
@@ -362,9 +298,9 @@ async function sampleMemory(ctx: Context, argv: string[]): Promise<MemorySample>
 
 function medianMemory(samples: Memory[]): Memory {
   return {
-    rss: stats(samples.map((m) => m.rss)).median,
-    pss: stats(samples.map((m) => m.pss)).median,
-    privateDirty: stats(samples.map((m) => m.privateDirty)).median,
+    rss: median(samples.map((m) => m.rss)),
+    pss: median(samples.map((m) => m.pss)),
+    privateDirty: median(samples.map((m) => m.privateDirty)),
   };
 }
 
@@ -425,23 +361,11 @@ async function benchMemory(ctx: Context, tmp: string): Promise<void> {
   print();
 }
 
-function hostLoad(): string {
-  const [one, five] = Deno.loadavg();
-  return `${navigator.hardwareConcurrency} cpus, load average ` +
-    `${fmt(one!, 2)} ${fmt(five!, 2)}`;
-}
-
 /** Latency and memory of `den run` beside ch-run, bwrap and bare Deno. */
 export async function benchRun(): Promise<void> {
   await using tmp = tempDir("den-bench-");
   const image = buildBusyboxImage(`${tmp.path}/img`);
-  const denoDir = `${tmp.path}/deno-dir`;
-  Deno.mkdirSync(denoDir);
-  if (Deno.uid() === 0) {
-    const { uid, gid } = testUser();
-    Deno.chownSync(denoDir, uid, gid);
-  }
-  const ctx = userContext(image, denoDir);
+  const ctx: Context = { image, ...userEnv(tmp.path) };
   print(`deno ${Deno.version.deno}, v8 ${Deno.version.v8}; ${ROOT}`);
   print(`host: ${hostLoad()}`);
   print();

@@ -4,30 +4,18 @@
 // mpirun and under srun --mpi=pmix, as the unprivileged test user.
 
 import { equal, match, ok } from "node:assert/strict";
-import { asTestUser, denPlainArgv, hasUserns, mpiImage, testUserEnv, which } from "./_helpers.ts";
+import { denPlainArgv, hasUserns, mpiImage, runAsTestUser, slurmMissing } from "./_helpers.ts";
 
 const IMG = hasUserns() ? mpiImage() : undefined;
 const ignore = IMG === undefined;
 
-function slurmAnswers(): boolean {
-  if (!which("srun") || !which("sinfo")) return false;
-  const r = new Deno.Command("sinfo", { args: ["-h", "-o", "%T"], stderr: "null" }).outputSync();
-  return r.success && /idle|mix|alloc/.test(new TextDecoder().decode(r.stdout));
-}
+/** srun can launch ranks here (this host an up Slurm node). */
+const slurm = slurmMissing() === undefined;
 
 /** Run argv as the test user with a time limit; a hang fails the test. */
 async function run(argv: string[], seconds = 180) {
-  const [cmd, ...args] = asTestUser(["timeout", "-s", "KILL", String(seconds), ...argv]);
-  const r = await new Deno.Command(cmd!, {
-    args,
-    env: testUserEnv(),
-    clearEnv: true,
-    cwd: "/",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: r.code, out: dec.decode(r.stdout), err: dec.decode(r.stderr) };
+  const r = await runAsTestUser(["timeout", "-s", "KILL", String(seconds), ...argv]);
+  return { code: r.code, out: r.stdout, err: r.stderr };
 }
 
 /** The three result lines of pingpong: bytes -> MB/s. */
@@ -94,7 +82,7 @@ t("srun --mpi=pmix -n 2 den run: ping-pong completes", async () => {
   equal(r.code, 0, `exit ${r.code} (137: hung and killed)\n${r.err}`);
   equal(pingpong(r.out).size, 3, r.out);
   ok(!r.err.includes("cma-different-user-namespace"), r.err);
-}, !slurmAnswers());
+}, !slurm);
 
 t("srun -n 2 den run: ranks share one container; --no-join does not", async () => {
   const ns = async (...opts: string[]) => {
@@ -110,4 +98,4 @@ t("srun -n 2 den run: ranks share one container; --no-join does not", async () =
   };
   equal((await ns()).size, 1);
   equal((await ns("--no-join")).size, 2);
-}, !slurmAnswers());
+}, !slurm);

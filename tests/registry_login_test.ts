@@ -3,16 +3,7 @@
 // file is the containers auth.json (mode 0600, other entries kept) that
 // skopeo reads too, and no secret is ever printed.
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
-import {
-  asTestUser,
-  den,
-  denPlainArgv,
-  exists,
-  HAVE_BUSYBOX,
-  tempDir,
-  testUserEnv,
-  which,
-} from "./_helpers.ts";
+import { den, type DenResult, exists, HAVE_BUSYBOX, tempDir, which } from "./_helpers.ts";
 import {
   ARCH,
   HAVE_REGISTRY,
@@ -25,27 +16,8 @@ import {
 const ready = HAVE_REGISTRY && HAVE_BUSYBOX && !!which("htpasswd");
 
 /** `den login|logout ARGS` as the test user, with stdin. */
-async function den2(
-  args: string[],
-  env: Record<string, string>,
-  stdin = "",
-): Promise<{ code: number; stderr: string; stdout: string }> {
-  const [cmd, ...rest] = asTestUser(denPlainArgv(args));
-  const child = new Deno.Command(cmd!, {
-    args: rest,
-    env: { ...testUserEnv(), ...env },
-    clearEnv: true,
-    cwd: "/",
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const w = child.stdin.getWriter();
-  await w.write(new TextEncoder().encode(stdin));
-  await w.close();
-  const o = await child.output();
-  const dec = new TextDecoder();
-  return { code: o.code, stdout: dec.decode(o.stdout), stderr: dec.decode(o.stderr) };
+function den2(args: string[], env: Record<string, string>, stdin = ""): Promise<DenResult> {
+  return den(args, { env, stdin });
 }
 
 Deno.test({

@@ -4,14 +4,12 @@
 // by the unprivileged test user. Ignored, never passed, without the tools.
 import { ok, strictEqual } from "node:assert/strict";
 import {
-  asTestUser,
   den,
-  denPlainArgv,
+  type DenResult,
   exists,
   hasUserns,
   HAVE_BUSYBOX,
   tempDir,
-  testUserEnv,
   which,
 } from "./_helpers.ts";
 import {
@@ -25,29 +23,11 @@ import {
   startRegistry,
 } from "./registry_helpers.ts";
 
-const ready = HAVE_REGISTRY && HAVE_BUSYBOX;
-const why = ready ? false : true; // docker-registry, skopeo or busybox-static missing
-
-interface Pull {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+const ready = HAVE_REGISTRY && HAVE_BUSYBOX; // docker-registry, skopeo, busybox-static
 
 /** `den pull ARGS` as the test user. */
-async function pull(args: string[], env: Record<string, string> = {}): Promise<Pull> {
-  const [cmd, ...rest] = asTestUser(denPlainArgv(["pull", ...args]));
-  const o = await new Deno.Command(cmd!, {
-    args: rest,
-    env: { ...testUserEnv(), ...env },
-    clearEnv: true,
-    cwd: "/",
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: o.code, stdout: dec.decode(o.stdout), stderr: dec.decode(o.stderr) };
+function pull(args: string[], env: Record<string, string> = {}): Promise<DenResult> {
+  return den(["pull", ...args], { env });
 }
 
 /** The digest the registry serves a manifest under. */
@@ -71,7 +51,7 @@ const MULTI = [{ architecture: ARCH }, { architecture: OTHER }, {
 
 Deno.test({
   name: "den pull: OCI, Docker schema 2, index and list from a loopback registry; run as a user",
-  ignore: why,
+  ignore: !ready,
   async fn(t) {
     await using reg = await startRegistry();
     await using tmp = tempDir("den-pull-");
@@ -280,7 +260,7 @@ const HTPASSWD = which("htpasswd");
 
 Deno.test({
   name: "den pull: Basic auth (htpasswd) with credentials from $REGISTRY_AUTH_FILE",
-  ignore: why || !HTPASSWD, // htpasswd is in apache2-utils
+  ignore: !ready || !HTPASSWD, // htpasswd is in apache2-utils
   async fn(t) {
     const entry = (await sh(["htpasswd", "-Bbn", "ada", "s3cr3t-pw"])).trim();
     await using reg = await startRegistry({ htpasswd: entry + "\n" });
@@ -346,7 +326,7 @@ Deno.test({
 
 Deno.test({
   name: "den pull: Bearer tokens, and 500, 429, a dropped and a stalled transfer end in success",
-  ignore: why,
+  ignore: !ready,
   async fn(t) {
     await using reg = await startRegistry();
     await using tmp = tempDir("den-pull-token-");
@@ -415,7 +395,7 @@ Deno.test({
 
 Deno.test({
   name: "den pull: a TLS registry on loopback is verified; --tls-verify=false skips it",
-  ignore: why || !which("openssl"),
+  ignore: !ready || !which("openssl"),
   async fn() {
     await using reg = await startRegistry({ tls: true });
     await using tmp = tempDir("den-pull-tls-");

@@ -14,6 +14,7 @@ import {
   HAVE_BUSYBOX,
   mountsContaining,
   ROOT,
+  runAsTestUser,
   tempDir,
   TEST_USER,
   testUser,
@@ -26,8 +27,8 @@ const work = ignore ? undefined : tempDir("den-run-test-");
 const IMG = work ? buildBusyboxImage(`${work.path}/img`) : "/nonexistent";
 const userName = Deno.uid() === 0 ? TEST_USER : Deno.env.get("USER") ?? "";
 
-function t(name: string, fn: () => Promise<void>) {
-  Deno.test({ name, ignore, sanitizeResources: false, sanitizeOps: false, fn });
+function t(name: string, fn: () => Promise<void>, skip = false) {
+  Deno.test({ name, ignore: ignore || skip, sanitizeResources: false, sanitizeOps: false, fn });
 }
 
 t("den run prints the command's output and exits 0", async () => {
@@ -342,12 +343,9 @@ t("--dry-run prints the plan without running", async () => {
   equal(plan.ops.at(-1).kind, "remount-ro");
 });
 
-Deno.test({
-  name: "mpirun -np 4 den run: ranks see their variables, output and status come back",
-  ignore: ignore || !which("mpirun"),
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
+t(
+  "mpirun -np 4 den run: ranks see their variables, output and status come back",
+  async () => {
     // mpirun runs as the test user too.
     const mpirun = async (np: number, script: string) => {
       const argv = [
@@ -357,16 +355,8 @@ Deno.test({
         String(np),
         ...denPlainArgv(["run", IMG, "--", "sh", "-c", script]),
       ];
-      const [cmd, ...args] = asTestUser(argv);
-      const r = await new Deno.Command(cmd!, {
-        args,
-        env: testUserEnv(),
-        clearEnv: true,
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const dec = new TextDecoder();
-      return { code: r.code, out: dec.decode(r.stdout), err: dec.decode(r.stderr) };
+      const r = await runAsTestUser(argv);
+      return { code: r.code, out: r.stdout, err: r.stderr };
     };
     const r = await mpirun(4, 'echo "rank $OMPI_COMM_WORLD_RANK of $OMPI_COMM_WORLD_SIZE"');
     const out = r.out.trim().split("\n").sort();
@@ -376,14 +366,12 @@ Deno.test({
     const f = await mpirun(2, "exit $((OMPI_COMM_WORLD_RANK + 3))");
     ok(f.code === 3 || f.code === 4, `mpirun exit status ${f.code}`);
   },
-});
+  !which("mpirun"),
+);
 
-Deno.test({
-  name: "den and ch-run 0.31 write the same /etc/passwd, /etc/group, ids, PATH and cwd",
-  ignore: ignore || !which("ch-run"),
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
+t(
+  "den and ch-run 0.31 write the same /etc/passwd, /etc/group, ids, PATH and cwd",
+  async () => {
     const script = "cat /etc/passwd /etc/group; id; echo $PATH; pwd; echo ${TMPDIR-unset}";
     for (
       const ids of [[], ["-u", "0"], ["-u", "0", "-g", "0"], ["-u", "65534", "-g", "0"], [
@@ -407,7 +395,8 @@ Deno.test({
       equal(d.stdout, new TextDecoder().decode(c.stdout), `ids ${ids.join(" ")}`);
     }
   },
-});
+  !which("ch-run"),
+);
 
 if (work) {
   addEventListener("unload", () => {
@@ -417,35 +406,62 @@ if (work) {
   });
 }
 
-/** Run argv on a new terminal (script(1)), writing input after a delay. */
-async function onTerminal(argv: string[], input: string, delayMs: number): Promise<DenTerm> {
-  const quoted = asTestUser(argv).map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(" ");
-  const child = new Deno.Command("script", {
-    // exec: no shell in between to take its own share of a Ctrl-C.
-    args: ["-qec", `exec ${quoted}`, "/dev/null"],
-    env: testUserEnv(),
+interface DenTerm {
+  code: number;
+  out: string;
+}
+
+/** Spawn argv (a script(1) that makes a terminal), type keys after delayMs,
+ * and collect what the terminal showed; killed after 30 s more. */
+async function typeOn(
+  argv: string[],
+  env: Record<string, string>,
+  keys: string,
+  delayMs: number,
+): Promise<DenTerm> {
+  const [cmd, ...args] = argv;
+  const child = new Deno.Command(cmd!, {
+    args,
+    env,
     clearEnv: true,
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
   const w = child.stdin.getWriter();
-  await new Promise((r) => setTimeout(r, delayMs));
-  await w.write(new TextEncoder().encode(input));
-  const r = await child.output().finally(() => w.close().catch(() => {}));
-  return { code: r.code, out: new TextDecoder().decode(r.stdout).replace(/\r/g, "") };
-}
-interface DenTerm {
-  code: number;
-  out: string;
+  if (keys) {
+    await new Promise((r) => setTimeout(r, delayMs));
+    await w.write(new TextEncoder().encode(keys));
+  }
+  const timer = setTimeout(() => child.kill("SIGKILL"), 30000);
+  const r = await child.output().finally(() => clearTimeout(timer));
+  await w.close().catch(() => {});
+  return { code: r.code, out: new TextDecoder().decode(r.stdout).replaceAll("\r", "") };
 }
 
-Deno.test({
-  name: "Ctrl-C on a terminal interrupts the command once",
-  ignore: ignore || !which("script"),
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
+/** Run argv on a new terminal (script(1)), writing input after a delay. */
+function onTerminal(argv: string[], input: string, delayMs: number): Promise<DenTerm> {
+  const quoted = asTestUser(argv).map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(" ");
+  // exec: no shell in between to take its own share of a Ctrl-C.
+  return typeOn(["script", "-qec", `exec ${quoted}`, "/dev/null"], testUserEnv(), input, delayMs);
+}
+
+/** Run a script in an interactive bash (job control on) on a terminal
+ * made by script(1); `keys` are typed after `delayMs`. */
+async function inInteractiveBash(script: string, keys = "", delayMs = 0): Promise<string> {
+  const argv = asTestUser([
+    "script",
+    "-qec",
+    `bash --norc -i -c ${JSON.stringify(script)}`,
+    "/dev/null",
+  ]);
+  const env = { ...testUserEnv(), TERM: "dumb", DEN: denPlainArgv([]).join(" "), IMG };
+  return (await typeOn(argv, env, keys, delayMs)).out;
+}
+
+t(
+  "Ctrl-C on a terminal interrupts the command once",
+  async () => {
     const r = await onTerminal(
       denPlainArgv([
         "run",
@@ -462,14 +478,12 @@ Deno.test({
     match(r.out, /done/);
     equal(r.code, 0);
   },
-});
+  !which("script"),
+);
 
-Deno.test({
-  name: "an interactive shell works on a terminal",
-  ignore: ignore || !which("script"),
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
+t(
+  "an interactive shell works on a terminal",
+  async () => {
     const r = await onTerminal(
       denPlainArgv(["run", IMG, "--", "sh", "-i"]),
       "tty >/dev/null && echo on-a-tty-$CH_RUNNING\nexit 5\n",
@@ -478,19 +492,17 @@ Deno.test({
     match(r.out, /on-a-tty-Weird Al Yankovic/);
     equal(r.code, 5);
   },
-});
+  !which("script"),
+);
 
-Deno.test({
-  name: "disabled user namespaces: one line naming the sysctl, exit 31",
-  // user.max_user_namespaces is per user namespace: set it to 0 in a
-  // namespace of the test's own (unshare), never on the host.
-  ignore: ignore || !which("unshare"),
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
+// user.max_user_namespaces is per user namespace: set it to 0 in a
+// namespace of the test's own (unshare), never on the host.
+t(
+  "disabled user namespaces: one line naming the sysctl, exit 31",
+  async () => {
     const knob = "/proc/sys/user/max_user_namespaces";
     const host = Deno.readTextFileSync(knob);
-    const [cmd, ...args] = asTestUser([
+    const r = await runAsTestUser([
       "unshare",
       "--user",
       "--map-root-user",
@@ -500,28 +512,20 @@ Deno.test({
       "sh",
       ...denPlainArgv(["run", IMG, "--", "true"]),
     ]);
-    const r = await new Deno.Command(cmd!, {
-      args,
-      env: testUserEnv(),
-      clearEnv: true,
-      stderr: "piped",
-    }).output();
     equal(Deno.readTextFileSync(knob), host, "the host's sysctl changed");
     equal(r.code, 31);
     equal(
-      new TextDecoder().decode(r.stderr),
+      r.stderr,
       "den: error: can't clone a user namespace: No space left on device (ENOSPC)\n" +
         "den: hint: unprivileged user namespaces are disabled: sysctl user.max_user_namespaces is 0\n",
     );
   },
-});
+  !which("unshare"),
+);
 
-Deno.test({
-  name: "an image on a nosuid,nodev mount under $TMPDIR runs read-only, keeping the locked flags",
-  ignore: ignore || !canMountTmpfs(),
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
+t(
+  "an image on a nosuid,nodev mount under $TMPDIR runs read-only, keeping the locked flags",
+  async () => {
     const mnt = `${work!.path}/nosuid`;
     Deno.mkdirSync(mnt);
     const sh = (cmd: string, ...args: string[]) => new Deno.Command(cmd, { args }).outputSync();
@@ -539,21 +543,16 @@ Deno.test({
       sh("umount", "-l", mnt);
     }
   },
-});
+  !canMountTmpfs(),
+);
 
 t("started with SIGCHLD ignored, den still reports the command's status", async () => {
-  const [cmd, ...args] = asTestUser([
+  const r = await runAsTestUser([
     "env",
     "--ignore-signal=CHLD",
     ...denPlainArgv(["run", IMG, "--", "sh", "-c", "exit 5"]),
   ]);
-  const r = await new Deno.Command(cmd!, {
-    args,
-    env: testUserEnv(),
-    clearEnv: true,
-    stderr: "piped",
-  }).output();
-  equal(r.code, 5, new TextDecoder().decode(r.stderr));
+  equal(r.code, 5, r.stderr);
 });
 
 t("image files den reads on the host are never followed out of the image", async () => {
@@ -580,40 +579,9 @@ t("image files den reads on the host are never followed out of the image", async
   match(m.stderr, /ch\/metadata.json is a symlink/);
 });
 
-/** Run a script in an interactive bash (job control on) on a terminal
- * made by script(1); `keys` are typed after `delayMs`. */
-async function inInteractiveBash(script: string, keys = "", delayMs = 0) {
-  const [cmd, ...args] = asTestUser([
-    "script",
-    "-qec",
-    `bash --norc -i -c ${JSON.stringify(script)}`,
-    "/dev/null",
-  ]);
-  const child = new Deno.Command(cmd!, {
-    args,
-    env: { ...testUserEnv(), TERM: "dumb", DEN: denPlainArgv([]).join(" "), IMG },
-    clearEnv: true,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const w = child.stdin.getWriter();
-  if (keys) {
-    await new Promise((r) => setTimeout(r, delayMs));
-    await w.write(new TextEncoder().encode(keys));
-  }
-  const timer = setTimeout(() => child.kill("SIGKILL"), 30000);
-  const r = await child.output().finally(() => clearTimeout(timer));
-  await w.close().catch(() => {});
-  return new TextDecoder().decode(r.stdout).replaceAll("\r", "");
-}
-
-Deno.test({
-  name: "a pipeline reading the terminal is not stopped (the command stays in den's group)",
-  ignore: ignore || !which("script"),
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
+t(
+  "a pipeline reading the terminal is not stopped (the command stays in den's group)",
+  async () => {
     const out = await inInteractiveBash(
       "$DEN run $IMG -- sleep 1 | sh -c 'sleep 0.3; stty sane </dev/tty && echo pipeline-ok'; " +
         "echo status=$?",
@@ -621,14 +589,12 @@ Deno.test({
     match(out, /pipeline-ok\nstatus=0/);
     ok(!/Stopped/.test(out), out);
   },
-});
+  !which("script"),
+);
 
-Deno.test({
-  name: "Ctrl-C in an interactive bash (job control) reaches the command once",
-  ignore: ignore || !which("script"),
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
+t(
+  "Ctrl-C in an interactive bash (job control) reaches the command once",
+  async () => {
     const out = await inInteractiveBash(
       "$DEN run $IMG -- sh -c 'trap \"echo got-int\" INT; echo ready; sleep 3 & wait; echo done'; " +
         "echo status=$?",
@@ -638,34 +604,27 @@ Deno.test({
     equal(out.match(/got-int/g)?.length, 1, out);
     match(out, /done\nstatus=0/);
   },
-});
+  !which("script"),
+);
 
-Deno.test({
-  name: "a setgid den refuses to run, as ch-run does",
-  // A setgid copy of this Deno (only root can make one for another group).
-  ignore: ignore || Deno.uid() !== 0,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
+// A setgid copy of this Deno (only root can make one for another group).
+t(
+  "a setgid den refuses to run, as ch-run does",
+  async () => {
     const copy = `${work!.path}/deno-setgid`;
     Deno.copyFileSync(Deno.execPath(), copy);
     Deno.chownSync(copy, 0, 65534);
     Deno.chmodSync(copy, 0o2755);
-    const [cmd, ...args] = asTestUser([copy, ...denPlainArgv(["run", IMG, "--", "true"]).slice(1)]);
-    const r = await new Deno.Command(cmd!, {
-      args,
-      env: testUserEnv(),
-      clearEnv: true,
-      stderr: "piped",
-    }).output();
+    const r = await runAsTestUser([copy, ...denPlainArgv(["run", IMG, "--", "true"]).slice(1)]);
     Deno.removeSync(copy);
     equal(r.code, 31);
     match(
-      new TextDecoder().decode(r.stderr),
+      r.stderr,
       /^den: error: den must not be setuid or setgid: real and effective ids differ\n/,
     );
   },
-});
+  Deno.uid() !== 0,
+);
 
 t("an image whose /etc/hosts is a directory is refused, as ch-run does", async () => {
   const img = `${work!.path}/hosts-dir`;
@@ -680,13 +639,9 @@ t("an image whose /etc/hosts is a directory is refused, as ch-run does", async (
   );
 });
 
-Deno.test({
-  name:
-    "job control: a background den run is reported Done; one stopped reading the tty resumes with fg",
-  ignore: ignore || !which("script"),
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
+t(
+  "job control: a background den run is reported Done; one stopped reading the tty resumes with fg",
+  async () => {
     const done = await inInteractiveBash(
       "set -m; $DEN run $IMG -- sleep 1 & sleep 3; jobs; echo end",
     );
@@ -702,4 +657,5 @@ Deno.test({
     match(fg, /typed-line\ntyped-line\n/);
     match(fg, /status=0/);
   },
-});
+  !which("script"),
+);

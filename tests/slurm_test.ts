@@ -12,43 +12,23 @@ import {
   hasUserns,
   HAVE_BUSYBOX,
   MAIN,
+  slurmMissing,
   tempDir,
   testUser,
   testUserEnv,
-  which,
 } from "./_helpers.ts";
 
 /** This host's Slurm node name (.ci/slurm names the node `hostname -s`). */
 const NODE = Deno.hostname().split(".")[0]!;
 
 /** Why the Slurm tests cannot run here, or undefined when they can. */
-function slurmMissing(): string | undefined {
+function missingHere(): string | undefined {
   if (!HAVE_BUSYBOX) return "busybox not installed";
   if (!hasUserns()) return "no unprivileged user namespaces";
-  for (const cmd of ["sinfo", "srun", "sbatch", "scancel", "squeue"]) {
-    if (!which(cmd)) return `Slurm not installed (${cmd} not found; see .ci/slurm)`;
-  }
-  if (!which("timeout")) return "timeout(1) not found";
-  const r = new Deno.Command("timeout", {
-    args: ["10", "sinfo", "-h", "-N", "-n", NODE, "-o", "%T"],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).outputSync();
-  const dec = new TextDecoder();
-  if (!r.success) {
-    const why = dec.decode(r.stderr).trim().split("\n")[0] || `exit ${r.code}`;
-    return `Slurm does not answer (sinfo: ${why}; see .ci/slurm)`;
-  }
-  const state = dec.decode(r.stdout).trim().split("\n")[0]?.replace(/[*~#!%$@^-]+$/, "");
-  if (!state) return `this host (${NODE}) is not a Slurm node (see .ci/slurm)`;
-  if (!["idle", "mixed", "allocated"].includes(state)) {
-    return `Slurm node ${NODE} is ${state}, not up (see .ci/slurm)`;
-  }
-  return undefined;
+  return slurmMissing(["sinfo", "srun", "sbatch", "scancel", "squeue"]);
 }
 
-const missing = slurmMissing();
+const missing = missingHere();
 const ignore = missing !== undefined;
 const work = ignore ? undefined : tempDir("den-slurm-test-");
 const IMG = work ? buildBusyboxImage(`${work.path}/img`) : "/nonexistent";
