@@ -105,3 +105,16 @@ export function lastValue(
 export function countFlag(parsed: ParsedArgs, name: string): number {
   return parsed.options.filter((o) => o.name === name).length;
 }
+
+/**
+ * An option with an optional true/false value, as podman's --tls-verify:
+ * "--NAME" and "--NAME=true" give true, "--NAME=false" false, the last one
+ * winning; undefined when absent. Any other value is a usage error.
+ */
+export function booleanValue(parsed: ParsedArgs, name: string): boolean | undefined {
+  if (countFlag(parsed, name) === 0) return undefined;
+  const v = lastValue(parsed, name);
+  if (v === undefined || v === "true") return true;
+  if (v === "false") return false;
+  throw usageError(`--${name}: expected true or false, got "${v}"`);
+}

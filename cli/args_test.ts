@@ -1,5 +1,5 @@
 import { deepStrictEqual, throws } from "node:assert/strict";
-import { countFlag, lastValue, type OptionSpec, parseArgv } from "./args.ts";
+import { booleanValue, countFlag, lastValue, type OptionSpec, parseArgv } from "./args.ts";
 import { DenError } from "../error.ts";
 
 const SPEC: Record<string, OptionSpec> = {
@@ -182,4 +182,18 @@ Deno.test("countFlag() counts occurrences", () => {
   deepStrictEqual(countFlag(p, "verbose"), 3);
   deepStrictEqual(countFlag(p, "write"), 1);
   deepStrictEqual(countFlag(p, "home"), 0);
+});
+
+Deno.test("booleanValue() takes the last true or false, a bare option as true", () => {
+  deepStrictEqual(booleanValue(parse("-w"), "opt"), undefined);
+  deepStrictEqual(booleanValue(parse("--opt"), "opt"), true);
+  deepStrictEqual(booleanValue(parse("--opt=false"), "opt"), false);
+  deepStrictEqual(booleanValue(parse("--opt=false", "--opt"), "opt"), true);
+  deepStrictEqual(booleanValue(parse("--opt", "--opt=false"), "opt"), false);
+  throws(
+    () => booleanValue(parse("--opt=no"), "opt"),
+    (e: unknown) =>
+      e instanceof DenError && e.message === '--opt: expected true or false, got "no"' &&
+      e.exitCode === 64,
+  );
 });

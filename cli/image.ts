@@ -1,6 +1,6 @@
 // `den unpack`, `den inspect`, `den images`, `den rm`: the image verbs.
 import { DenError, usageError } from "../error.ts";
-import { type OptionSpec, parseArgv } from "./args.ts";
+import { countFlag, lastValue, type OptionSpec, parseArgv } from "./args.ts";
 import { readImageMetadata } from "../image/metadata.ts";
 import {
   checkImageName,
@@ -65,22 +65,12 @@ Options:
   -h, --help              print this help and exit
 `;
 
-type Spec = Record<string, { type: "string" | "boolean"; short?: string }>;
-type Values<T extends Spec> = {
-  [K in keyof T]?: T[K]["type"] extends "boolean" ? boolean : string;
+/** The options of den inspect and den images. */
+const LIST_OPTIONS: Record<string, OptionSpec> = {
+  json: { takes: "flag" },
+  storage: { short: "s", takes: "value" },
+  help: { short: "h", takes: "flag" },
 };
-
-/** den's one argument parser (cli/args.ts), with the last value winning. */
-function parse<T extends Spec>(verb: string, args: string[], options: T) {
-  const spec: Record<string, OptionSpec> = {};
-  for (const [name, o] of Object.entries(options)) {
-    spec[name] = { short: o.short, takes: o.type === "boolean" ? "flag" : "value" };
-  }
-  const parsed = parseArgv(args, spec, `den ${verb} --help`);
-  const values: Record<string, string | boolean> = {};
-  for (const o of parsed.options) values[o.name] = o.value ?? true;
-  return { values: values as Values<T>, positionals: parsed.positionals };
-}
 
 /** Human-readable size: "56.7 MB". */
 export function formatBytes(n: number): string {
@@ -97,29 +87,30 @@ export function formatBytes(n: number): string {
 
 /** den unpack: returns the exit status or throws DenError. */
 export async function unpackCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parse("unpack", args, {
-    quiet: { type: "boolean", short: "q" },
-    force: { type: "boolean", short: "f" },
-    arch: { type: "string" },
-    image: { type: "string" },
-    storage: { type: "string", short: "s" },
-    help: { type: "boolean", short: "h" },
-  });
-  if (values.help) {
+  const parsed = parseArgv(args, {
+    quiet: { short: "q", takes: "flag" },
+    force: { short: "f", takes: "flag" },
+    arch: { takes: "value" },
+    image: { takes: "value" },
+    storage: { short: "s", takes: "value" },
+    help: { short: "h", takes: "flag" },
+  }, "den unpack --help");
+  if (countFlag(parsed, "help")) {
     out(UNPACK_USAGE);
     return 0;
   }
-  if (positionals.length !== 2) {
+  if (parsed.positionals.length !== 2) {
     throw usageError("unpack needs ARCHIVE and DEST", "see den unpack --help");
   }
-  const [archive, destArg] = positionals as [string, string];
+  const [archive, destArg] = parsed.positionals as [string, string];
+  const storage = lastValue(parsed, "storage");
   let dest = destArg;
   if (isImageName(destArg)) {
     checkImageName(destArg);
-    secureStorage(values.storage, true);
-    dest = imagePath(destArg, values.storage);
+    secureStorage(storage, true);
+    dest = imagePath(destArg, storage);
   }
-  const quiet = values.quiet || output.verbosity < 0;
+  const quiet = countFlag(parsed, "quiet") > 0 || output.verbosity < 0;
   const tty = !quiet && Deno.stderr.isTerminal();
   let drawn = false;
   const onProgress = tty
@@ -131,9 +122,9 @@ export async function unpackCommand(args: string[]): Promise<number> {
   let result;
   try {
     result = await unpackImage(archive, dest, {
-      force: values.force,
-      arch: values.arch,
-      image: values.image,
+      force: countFlag(parsed, "force") > 0,
+      arch: lastValue(parsed, "arch"),
+      image: lastValue(parsed, "image"),
       onProgress,
       onWarning: quiet ? undefined : (m) => warn(m),
     });
@@ -165,19 +156,16 @@ function progressLine(p: UnpackProgress): string {
 
 /** den inspect IMAGE [--json] */
 export function inspectCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parse("inspect", args, {
-    json: { type: "boolean" },
-    storage: { type: "string", short: "s" },
-    help: { type: "boolean", short: "h" },
-  });
-  if (values.help) {
+  const parsed = parseArgv(args, LIST_OPTIONS, "den inspect --help");
+  const positionals = parsed.positionals;
+  if (countFlag(parsed, "help")) {
     out(INSPECT_USAGE);
     return Promise.resolve(0);
   }
   if (positionals.length !== 1) {
     throw usageError("inspect needs one IMAGE", "see den inspect --help");
   }
-  const rootfs = resolveImage(positionals[0]!, values.storage);
+  const rootfs = resolveImage(positionals[0]!, lastValue(parsed, "storage"));
   let isDir = false;
   try {
     isDir = Deno.statSync(rootfs).isDirectory;
@@ -189,7 +177,7 @@ export function inspectCommand(args: string[]): Promise<number> {
   if (!meta) {
     throw new DenError("inspect", "no image metadata (ch/metadata.json)", { path: rootfs });
   }
-  if (values.json) {
+  if (countFlag(parsed, "json")) {
     out(JSON.stringify(meta, null, 2));
     return Promise.resolve(0);
   }
@@ -214,23 +202,22 @@ export function inspectCommand(args: string[]): Promise<number> {
 
 /** den images [--json] */
 export function imagesCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parse("images", args, {
-    json: { type: "boolean" },
-    storage: { type: "string", short: "s" },
-    help: { type: "boolean", short: "h" },
-  });
-  if (values.help) {
+  const parsed = parseArgv(args, LIST_OPTIONS, "den images --help");
+  if (countFlag(parsed, "help")) {
     out(IMAGES_USAGE);
     return Promise.resolve(0);
   }
-  if (positionals.length) throw usageError("images takes no arguments", "see den images --help");
-  const images = listImages(values.storage);
-  if (values.json) {
+  if (parsed.positionals.length) {
+    throw usageError("images takes no arguments", "see den images --help");
+  }
+  const storage = lastValue(parsed, "storage");
+  const images = listImages(storage);
+  if (countFlag(parsed, "json")) {
     out(JSON.stringify(images, null, 2));
     return Promise.resolve(0);
   }
   if (images.length === 0) {
-    info(`no images in ${storageDir(values.storage)}/img`);
+    info(`no images in ${storageDir(storage)}/img`);
     return Promise.resolve(0);
   }
   const rows = [["NAME", "SIZE", "ARCH", "CREATED"]];
@@ -253,19 +240,22 @@ export function imagesCommand(args: string[]): Promise<number> {
 
 /** den rm NAME... */
 export function rmCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parse("rm", args, {
-    storage: { type: "string", short: "s" },
-    help: { type: "boolean", short: "h" },
-  });
-  if (values.help) {
+  const parsed = parseArgv(args, {
+    storage: { short: "s", takes: "value" },
+    help: { short: "h", takes: "flag" },
+  }, "den rm --help");
+  if (countFlag(parsed, "help")) {
     out(RM_USAGE);
     return Promise.resolve(0);
   }
-  if (positionals.length === 0) throw usageError("rm needs an image NAME", "see den rm --help");
-  secureStorage(values.storage);
-  for (const name of positionals) {
+  if (parsed.positionals.length === 0) {
+    throw usageError("rm needs an image NAME", "see den rm --help");
+  }
+  const storage = lastValue(parsed, "storage");
+  secureStorage(storage);
+  for (const name of parsed.positionals) {
     checkImageName(name);
-    const path = imagePath(name, values.storage);
+    const path = imagePath(name, storage);
     try {
       if (!Deno.lstatSync(path).isDirectory) throw new Error();
     } catch {

@@ -2,7 +2,7 @@
 // auth.json that podman and skopeo read too. The password comes from stdin
 // or a prompt without echo, never from the command line (ps shows that).
 import { DenError, usageError } from "../error.ts";
-import { parseArgv } from "./args.ts";
+import { booleanValue, countFlag, lastValue, parseArgv } from "./args.ts";
 import { errRaw, info, out, output, verbose } from "./output.ts";
 import { loginAuthFile, removeCredentials, storeCredentials } from "../image/registry/auth_file.ts";
 import { registryCaCerts } from "../image/registry/certs.ts";
@@ -46,29 +46,23 @@ export async function loginCommand(args: string[]): Promise<number> {
     verbose: { short: "v", takes: "flag" },
     help: { short: "h", takes: "flag" },
   }, "den login --help");
-  const values: Record<string, string | true> = {};
-  for (const o of parsed.options) values[o.name] = o.value ?? true;
-  if (values.help) {
+  if (countFlag(parsed, "help")) {
     out(LOGIN_USAGE);
     return 0;
   }
   if (parsed.positionals.length !== 1) {
     throw usageError("login needs one REGISTRY", "see den login --help");
   }
-  let tlsVerify = true;
-  const tv = values["tls-verify"];
-  if (tv !== undefined && tv !== true && tv !== "true") {
-    if (tv !== "false") throw usageError(`--tls-verify: expected true or false, got "${tv}"`);
-    tlsVerify = false;
-  }
-  if (values.verbose) output.verbosity = Math.max(output.verbosity, 1);
+  const tlsVerify = booleanValue(parsed, "tls-verify") ?? true;
+  if (countFlag(parsed, "verbose")) output.verbosity = Math.max(output.verbosity, 1);
   const target = parseLoginTarget(parsed.positionals[0]!);
   const env = Deno.env.toObject();
-  const file = typeof values.authfile === "string" ? values.authfile : loginAuthFile(env);
+  const file = lastValue(parsed, "authfile") ?? loginAuthFile(env);
   const tty = Deno.stdin.isTerminal();
-  let username = typeof values.username === "string" ? values.username : undefined;
+  const passwordStdin = countFlag(parsed, "password-stdin") > 0;
+  let username = lastValue(parsed, "username");
   let password: string;
-  if (values["password-stdin"]) {
+  if (passwordStdin) {
     if (username === undefined) {
       throw usageError("--password-stdin needs --username", "see den login --help");
     }
@@ -86,14 +80,14 @@ export async function loginCommand(args: string[]): Promise<number> {
   if (!username) throw usageError("empty user name");
   if (!password) throw usageError("empty password");
   const caCerts = registryCaCerts(target.ref.registry, {
-    certDir: typeof values["cert-dir"] === "string" ? values["cert-dir"] : undefined,
+    certDir: lastValue(parsed, "cert-dir"),
     env,
   });
   try {
     await verifyLogin(target, {
       username,
       password,
-      source: values["password-stdin"] ? "stdin" : "the terminal",
+      source: passwordStdin ? "stdin" : "the terminal",
     }, { tlsVerify, caCerts, log: (m) => verbose(m) });
   } catch (e) {
     throw new DenError("", `login ${target.key}`, {
@@ -112,9 +106,7 @@ export function logoutCommand(args: string[]): Promise<number> {
     authfile: { takes: "value" },
     help: { short: "h", takes: "flag" },
   }, "den logout --help");
-  const values: Record<string, string | true> = {};
-  for (const o of parsed.options) values[o.name] = o.value ?? true;
-  if (values.help) {
+  if (countFlag(parsed, "help")) {
     out(LOGOUT_USAGE);
     return Promise.resolve(0);
   }
@@ -122,9 +114,7 @@ export function logoutCommand(args: string[]): Promise<number> {
     throw usageError("logout needs one REGISTRY", "see den logout --help");
   }
   const target = parseLoginTarget(parsed.positionals[0]!);
-  const file = typeof values.authfile === "string"
-    ? values.authfile
-    : loginAuthFile(Deno.env.toObject());
+  const file = lastValue(parsed, "authfile") ?? loginAuthFile(Deno.env.toObject());
   if (!removeCredentials(file, target.key)) {
     throw new DenError("logout", `no credentials for ${target.key}`, { path: file });
   }

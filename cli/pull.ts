@@ -1,6 +1,6 @@
 // `den pull`: an image from an OCI/Docker registry into a directory or storage.
 import { usageError } from "../error.ts";
-import { parseArgv } from "./args.ts";
+import { booleanValue, countFlag, lastValue, parseArgv } from "./args.ts";
 import { formatBytes } from "./image.ts";
 import { errRaw, info, out, output, verbose, warn } from "./output.ts";
 import { checkImageName, imagePath, isImageName } from "../image/store.ts";
@@ -52,10 +52,8 @@ export async function pullCommand(args: string[]): Promise<number> {
     verbose: { short: "v", takes: "flag" },
     help: { short: "h", takes: "flag" },
   }, "den pull --help");
-  const values: Record<string, string | true> = {};
-  for (const o of parsed.options) values[o.name] = o.value ?? true;
   const positionals = parsed.positionals;
-  if (values.help) {
+  if (countFlag(parsed, "help")) {
     out(PULL_USAGE);
     return 0;
   }
@@ -63,34 +61,29 @@ export async function pullCommand(args: string[]): Promise<number> {
     throw usageError("pull needs REF and at most one DEST", "see den pull --help");
   }
   let jobs = 4;
-  if (typeof values.jobs === "string") {
-    jobs = Number(values.jobs);
-    if (!/^[0-9]+$/.test(values.jobs) || jobs < 1 || jobs > 64) {
-      throw usageError(`--jobs: expected a number from 1 to 64, got "${values.jobs}"`);
+  const jobsText = lastValue(parsed, "jobs");
+  if (jobsText !== undefined) {
+    jobs = Number(jobsText);
+    if (!/^[0-9]+$/.test(jobsText) || jobs < 1 || jobs > 64) {
+      throw usageError(`--jobs: expected a number from 1 to 64, got "${jobsText}"`);
     }
   }
-  let tlsVerify = true;
-  const tv = values["tls-verify"];
-  if (tv !== undefined) {
-    if (tv === true || tv === "true") tlsVerify = true;
-    else if (tv === "false") tlsVerify = false;
-    else throw usageError(`--tls-verify: expected true or false, got "${tv}"`);
-  }
+  const tlsVerify = booleanValue(parsed, "tls-verify") ?? true;
   // A transfer with no data for this long is resumed (tests shorten it).
   const stall = Number(Deno.env.get("DEN_PULL_STALL_TIMEOUT") ?? 30);
   const stallSeconds = Number.isFinite(stall) && stall > 0 ? stall : 30;
-  const arch = typeof values.arch === "string" ? values.arch : undefined;
+  const arch = lastValue(parsed, "arch");
   if (arch !== undefined && !/^[a-z0-9_]+(\/[a-z0-9_]+){0,2}$/.test(arch)) {
     throw usageError(`--arch: invalid architecture "${arch}"`);
   }
-  const storage = typeof values.storage === "string" ? values.storage : undefined;
+  const storage = lastValue(parsed, "storage");
   const ref = parsePullRef(positionals[0]!);
   const destArg = positionals[1] ?? storageNameOf(ref);
   const stored = isImageName(destArg);
   if (stored) checkImageName(destArg);
   const dest = stored ? imagePath(destArg, storage) : destArg;
-  if (values.verbose) output.verbosity = Math.max(output.verbosity, 1);
-  const quiet = values.quiet === true || output.verbosity < 0;
+  if (countFlag(parsed, "verbose")) output.verbosity = Math.max(output.verbosity, 1);
+  const quiet = countFlag(parsed, "quiet") > 0 || output.verbosity < 0;
   if (quiet) output.verbosity = -1;
   const tty = !quiet && Deno.stderr.isTerminal();
   let drawn = false;
@@ -105,8 +98,8 @@ export async function pullCommand(args: string[]): Promise<number> {
       arch,
       jobs,
       tlsVerify,
-      certDir: typeof values["cert-dir"] === "string" ? values["cert-dir"] : undefined,
-      force: values.force === true,
+      certDir: lastValue(parsed, "cert-dir"),
+      force: countFlag(parsed, "force") > 0,
       stored,
       stallSeconds,
       onDownload: tty ? (p) => draw(downloadLine(ref.text, p)) : undefined,
