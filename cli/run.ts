@@ -9,6 +9,7 @@ import {
   type HostView,
   type ImageConfig,
   isTmpfsSize,
+  type Plan,
   planContainer,
   resolveInRoot,
   type RunOptions,
@@ -16,7 +17,6 @@ import {
 } from "../run/plan.ts";
 import { out, output, verbose, warn } from "./output.ts";
 import { decideJoin, type JoinDecision, type JoinOptions } from "../run/join.ts";
-import type { Plan } from "../run/plan.ts";
 import { VERSION } from "./version.ts";
 import { lazy } from "./lazy.ts";
 import { resolveImage } from "../image/store.ts";
@@ -163,11 +163,7 @@ export function parseRunArgs(args: string[]): RunRequest {
     if (t.name === "set-env") {
       const value = t.value ?? "";
       if (value.includes("=")) envOps.push({ kind: "set", text: value });
-      else {envOps.push({
-          kind: "file",
-          path: value === "" ? "/ch/environment" : value,
-          text: "",
-        });}
+      else envOps.push({ kind: "file", path: value || "/ch/environment", text: "" });
     } else if (t.name === "unset-env") {
       if (!t.value) throw new DenError("", "--unset-env: GLOB must have non-zero length");
       envOps.push({ kind: "unset", glob: t.value });
@@ -189,11 +185,11 @@ export function parseRunArgs(args: string[]): RunRequest {
     },
   );
   // Each -u/-g is checked, as argp does; the last one wins.
+  let uid: number | undefined, gid: number | undefined;
   for (const o of parsed.options) {
-    if (o.name === "uid" || o.name === "gid") parseId(o.name, o.value ?? "");
+    if (o.name === "uid") uid = parseId("uid", o.value ?? "");
+    else if (o.name === "gid") gid = parseId("gid", o.value ?? "");
   }
-  const uid = lastValue(parsed, "uid");
-  const gid = lastValue(parsed, "gid");
   let writeFake: string | undefined;
   if (has("write-fake")) {
     writeFake = lastValue(parsed, "write-fake") ?? WRITE_FAKE_SIZE;
@@ -219,8 +215,8 @@ export function parseRunArgs(args: string[]): RunRequest {
       envOps,
       envNoExpand: has("env-no-expand"),
       imageEnv: !has("no-image-env"),
-      uid: uid === undefined ? undefined : parseId("uid", uid),
-      gid: gid === undefined ? undefined : parseId("gid", gid),
+      uid,
+      gid,
       home: has("home"),
       noPasswd: has("no-passwd"),
       privateTmp: has("private-tmp"),
@@ -361,11 +357,13 @@ async function mountImage(
   );
   const squashfuse = squashfuseProgram(Deno.env.get("PATH"), isExecutable);
   const env = new Map(facts.env);
+  const pmix = envValue(facts.env, "PMIX_SERVER_TMPDIR"); // runImage() may bind it
   const sources = [
     ...DEFAULT_BINDS.map((d) => d.path),
     env.get("TMPDIR") || "/tmp",
     ...(opts.home && env.get("HOME") ? [env.get("HOME")!] : []),
     ...opts.binds.map((b) => b.source),
+    ...(pmix ? [pmix] : []),
     image.slice(0, image.lastIndexOf("/")) || "/",
   ].map(realPathOr);
   const mountPoint = squashMountPoint({ sources, mount: cli.mount }, hostView);
@@ -433,16 +431,20 @@ function hostEnvironment(): [string, string][] {
   }
 }
 
-export async function hostFacts(): Promise<HostFacts> {
+/** A variable of den's environment (the first, as getenv(3) finds it). */
+function envValue(env: [string, string][], name: string): string | undefined {
+  return env.find(([k]) => k === name)?.[1];
+}
+
+/** Facts for the planner; env is den's environment, read once per run. */
+export async function hostFacts(env = hostEnvironment()): Promise<HostFacts> {
   const { hostUsers } = await import("../ffi/users.ts");
   const users = hostUsers();
-  const env = hostEnvironment();
   return {
     env,
     uid: users.uid,
     gid: users.gid,
-    user: Deno.env.get("USER") || users.passwdEntry(users.uid)?.name ||
-      `uid${users.uid}`,
+    user: envValue(env, "USER") || users.passwdEntry(users.uid)?.name || `uid${users.uid}`,
     passwdEntry: users.passwdEntry,
     groupName: users.groupName,
     fs: hostView,
@@ -480,7 +482,8 @@ export async function runCommand(args: string[]): Promise<number> {
   const opts = req.options;
   const cli = req.cli;
   output.verbosity = Math.max(output.verbosity, cli.verbose);
-  const join = decideJoin(req.join, new Map(Object.entries(Deno.env.toObject())), Deno.ppid);
+  const env = hostEnvironment();
+  const join = decideJoin(req.join, new Map(env), Deno.ppid);
   for (const note of join.notes) verbose(note);
   // Relative bind sources are relative to the host's working directory.
   const cwd = Deno.cwd();
@@ -490,7 +493,7 @@ export async function runCommand(args: string[]): Promise<number> {
   }));
   if (opts.image.startsWith("docker://")) opts.image = await pulledImage(opts.image, cli.storage);
   const image = await imageOf(opts.image, cli.storage);
-  const facts = await hostFacts();
+  const facts = await hostFacts(env);
   if (!image.squash) {
     return await runImage(opts, cli, join, facts, { rootfs: image.path, view: hostView });
   }
@@ -505,10 +508,7 @@ export async function runCommand(args: string[]): Promise<number> {
     verbose("join: off for a SquashFS image (each den mounts it itself)");
     join.group = undefined;
   }
-  const pmix = Deno.env.get("PMIX_SERVER_TMPDIR");
-  if (pmix) opts.binds.push({ source: pmix, target: pmix }); // for the mount point's choice
   const squash = await mountImage(image.path, opts, cli, facts);
-  if (pmix) opts.binds.pop();
   try {
     const mountPoint = squash.mountPoint;
     return await runImage(opts, cli, join, facts, {
@@ -543,7 +543,8 @@ async function runImage(
 ): Promise<number> {
   const rootfs = image.rootfs;
   const readAt = image.readAt ?? rootfs;
-  const pmixDir = pmixServerDir(rootfs, image.view);
+  const pmix = envValue(facts.env, "PMIX_SERVER_TMPDIR");
+  const pmixDir = pmixServerDir(pmix, rootfs, image.view);
   if (pmixDir) opts.binds.push({ source: pmixDir, target: pmixDir });
   opts.envOps = readEnvFiles(opts.envOps, readAt);
   const plan = planContainer(opts, { ...facts, fs: image.view }, rootfs, imageConfig(readAt));
@@ -561,7 +562,7 @@ async function runImage(
     );
   }
   if (join.launcher) separateRanks(plan, join.launcher);
-  if (Deno.env.get("PMIX_SERVER_TMPDIR") && !pmixDir) setDefault(plan, "PMIX_MCA_gds", "hash");
+  if (pmix && !pmixDir) setDefault(plan, "PMIX_MCA_gds", "hash");
   verbose(`executing: ${plan.argv.join(" ")}`);
   return await runJoined(plan, join, image.enter);
 }
@@ -590,8 +591,12 @@ function setDefault(plan: Plan, name: string, value: string): void {
  * key-value store lives there), to bind at the same path when the image has
  * a directory there. Without it, clients fall back to PMIX_MCA_gds=hash.
  */
-function pmixServerDir(rootfs: string, view: HostView): string | undefined {
-  const dir = Deno.env.get("PMIX_SERVER_TMPDIR")?.replace(/\/+$/, "");
+function pmixServerDir(
+  serverTmpdir: string | undefined,
+  rootfs: string,
+  view: HostView,
+): string | undefined {
+  const dir = serverTmpdir?.replace(/\/+$/, "");
   if (!dir?.startsWith("/") || hostView.lkind(dir) !== "dir") return undefined;
   return view.lkind(resolveInRoot(rootfs, dir, view)) === "dir" ? dir : undefined;
 }
