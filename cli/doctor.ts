@@ -86,15 +86,16 @@ async function tryContainer(writeFake?: string): Promise<DenError | Error | unde
 }
 
 /** Every check, in report order. */
-export async function runChecks(storage?: string): Promise<Check[]> {
+async function runChecks(storage?: string): Promise<Check[]> {
   const checks: Check[] = [];
   const release = Deno.osRelease();
+  const overlayKernel = kernelAtLeast(release, 5, 11);
   checks.push({
     name: "kernel",
-    status: kernelAtLeast(release, 5, 11) ? "ok" : "fail",
+    status: overlayKernel ? "ok" : "fail",
     detail: `Linux ${release}` +
-      (kernelAtLeast(release, 5, 11) ? "" : " (overlayfs in a user namespace needs 5.11)"),
-    fix: kernelAtLeast(release, 5, 11) ? undefined : "a kernel >= 5.11 for -W",
+      (overlayKernel ? "" : " (overlayfs in a user namespace needs 5.11)"),
+    fix: overlayKernel ? undefined : "a kernel >= 5.11 for -W",
   });
 
   const { hostUsers } = await import("../ffi/users.ts");

@@ -51,12 +51,10 @@ async function main(args: string[]): Promise<number> {
       const { loginCommand, logoutCommand } = await lazy<typeof import("./login.ts")>("./login.ts");
       return await (verb === "login" ? loginCommand : logoutCommand)(rest);
     }
-    case "unpack":
-      if ((await lazy<typeof import("./squash.ts")>("./squash.ts")).wantsSquash(rest)) {
-        return await (await lazy<typeof import("./squash.ts")>("./squash.ts")).unpackSquashCommand(
-          rest,
-        );
-      }
+    case "unpack": {
+      const squash = await lazy<typeof import("./squash.ts")>("./squash.ts");
+      if (squash.wantsSquash(rest)) return await squash.unpackSquashCommand(rest);
+    }
     // falls through: a directory
     case "inspect":
     case "images":
