@@ -7,6 +7,7 @@ import { out } from "./output.ts";
 import { type Check, doctorStatus, formatReport, kernelAtLeast } from "../run/doctor.ts";
 import { planContainer, type RunOptions } from "../run/plan.ts";
 import { secureStorage } from "../image/store.ts";
+import { findOnPath, isExecutableFile } from "../run/squash.ts";
 
 export const DOCTOR_USAGE = `Usage: den doctor [OPTION...]
 
@@ -30,19 +31,6 @@ function readSysctl(name: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** On PATH? */
-function which(cmd: string): string | undefined {
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
-    if (!dir) continue;
-    try {
-      if (Deno.statSync(`${dir}/${cmd}`).isFile) return `${dir}/${cmd}`;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
 }
 
 /**
@@ -163,7 +151,8 @@ async function runChecks(storage?: string): Promise<Check[]> {
   checks.push(fuse);
 
   for (const [tool, pkg] of [["mksquashfs", "squashfs-tools"], ["squashfuse", "squashfuse"]]) {
-    const path = which(tool!);
+    // The same lookup as den run's, so "ok" here means den run finds it.
+    const path = findOnPath(tool!, Deno.env.get("PATH"), isExecutableFile);
     checks.push({
       name: tool!,
       status: path ? "ok" : "fail",

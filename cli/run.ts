@@ -325,15 +325,6 @@ function squashView(mountPoint: string, root: string): HostView {
   };
 }
 
-function isExecutable(file: string): boolean {
-  try {
-    const st = Deno.statSync(file);
-    return st.isFile && ((st.mode ?? 0) & 0o111) !== 0;
-  } catch {
-    return false;
-  }
-}
-
 function realPathOr(path: string): string {
   try {
     return Deno.realPathSync(path);
@@ -352,10 +343,12 @@ async function mountImage(
   if (opts.write) {
     throw usageError("--write: a SquashFS image is read-only", "use -W (--write-fake) instead");
   }
-  const { squashfuseProgram, squashMountPoint } = await lazy<typeof import("../run/squash.ts")>(
+  const { isExecutableFile, squashfuseProgram, squashMountPoint } = await lazy<
+    typeof import("../run/squash.ts")
+  >(
     "../run/squash.ts",
   );
-  const squashfuse = squashfuseProgram(Deno.env.get("PATH"), isExecutable);
+  const squashfuse = squashfuseProgram(Deno.env.get("PATH"), isExecutableFile);
   const env = new Map(facts.env);
   const pmix = envValue(facts.env, "PMIX_SERVER_TMPDIR"); // runImage() may bind it
   const sources = [

@@ -60,6 +60,16 @@ export function findOnPath(
   return undefined;
 }
 
+/** Is file a regular file someone may execute (the host's answer)? */
+export function isExecutableFile(file: string): boolean {
+  try {
+    const st = Deno.statSync(file);
+    return st.isFile && ((st.mode ?? 0) & 0o111) !== 0;
+  } catch {
+    return false;
+  }
+}
+
 /** squashfuse, or the error that says how to get it. */
 export function squashfuseProgram(
   path: string | undefined,
