@@ -1,7 +1,7 @@
 // `den unpack ARCHIVE IMG.sqfs` (or --squashfs): one reproducible SquashFS
 // file, built with mksquashfs from a temporary unpacked directory.
 
-import { countFlag, lastValue, parseArgv } from "./args.ts";
+import { countFlag, lastValue, type OptionSpec, parseArgv } from "./args.ts";
 import { DenError, usageError } from "../error.ts";
 import { out } from "./output.ts";
 import { unpackImage } from "../image/unpack_image.ts";
@@ -22,11 +22,27 @@ DEST appears whole or not at all.
   -h, --help         give this help list
 `;
 
+/** `den unpack`'s options when DEST is a SquashFS file. */
+const OPTIONS: Record<string, OptionSpec> = {
+  arch: { takes: "value" },
+  force: { short: "f", takes: "flag" },
+  image: { takes: "value" },
+  quiet: { short: "q", takes: "flag" },
+  squashfs: { takes: "flag" },
+  help: { short: "h", takes: "flag" },
+};
+
 /** Is this `den unpack` command line one for a SquashFS DEST? */
 export function wantsSquash(args: string[]): boolean {
-  if (args.includes("--squashfs")) return true;
-  const positionals = args.filter((a) => !a.startsWith("-"));
-  return positionals.at(-1)?.endsWith(".sqfs") ?? false;
+  let parsed;
+  try {
+    // -s is den unpack's too: an option value must not pass for DEST.
+    parsed = parseArgv(args, { ...OPTIONS, storage: { short: "s", takes: "value" } }, "");
+  } catch {
+    return false; // den unpack reports the usage error
+  }
+  return countFlag(parsed, "squashfs") > 0 ||
+    (parsed.positionals.at(-1)?.endsWith(".sqfs") ?? false);
 }
 
 /** mksquashfs's arguments for a reproducible image of dir at file. */
@@ -68,14 +84,7 @@ function pinUnpackTime(root: string, epoch: number): void {
 
 /** `den unpack ... DEST.sqfs`: returns the exit status. */
 export async function unpackSquashCommand(args: string[]): Promise<number> {
-  const parsed = parseArgv(args, {
-    arch: { takes: "value" },
-    force: { short: "f", takes: "flag" },
-    image: { takes: "value" },
-    quiet: { short: "q", takes: "flag" },
-    squashfs: { takes: "flag" },
-    help: { short: "h", takes: "flag" },
-  }, "den unpack --help");
+  const parsed = parseArgv(args, OPTIONS, "den unpack --help");
   if (countFlag(parsed, "help")) {
     out(SQUASH_USAGE);
     return 0;
