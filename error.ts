@@ -63,3 +63,9 @@ export function describeError(err: unknown): string {
   if (parts.length === 0) parts.push(String(err));
   return parts.join(": ");
 }
+
+/** The message of `e` without Deno's " (os error N): op 'path'" tail: den
+ * names the operation and path itself. */
+export function osMessage(e: unknown): string {
+  return ((e as Error | undefined)?.message ?? String(e)).replace(/ \(os error.*$/, "");
+}

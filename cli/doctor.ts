@@ -2,7 +2,7 @@
 // administrator can do. Each feature is tried for real where it can be.
 
 import { countFlag, lastValue, parseArgv } from "./args.ts";
-import { DenError, EXIT_CMD } from "../error.ts";
+import { DenError, EXIT_CMD, osMessage } from "../error.ts";
 import { out } from "./output.ts";
 import { type Check, doctorStatus, formatReport, kernelAtLeast } from "../run/doctor.ts";
 import { planContainer, type RunOptions } from "../run/plan.ts";
@@ -142,7 +142,7 @@ async function runChecks(storage?: string): Promise<Check[]> {
     fuse = {
       name: "/dev/fuse",
       status: "fail",
-      detail: missing ? "missing" : `not usable: ${(e as Error).message.replace(/ \(os.*$/, "")}`,
+      detail: missing ? "missing" : `not usable: ${osMessage(e)}`,
       fix: missing
         ? "modprobe fuse (and install fuse3)"
         : "chmod 0666 /dev/fuse, as most distributions ship it (a udev rule keeps it)",

@@ -1,5 +1,5 @@
 // `den unpack`, `den inspect`, `den images`, `den rm`: the image verbs.
-import { DenError, usageError } from "../error.ts";
+import { DenError, osMessage, usageError } from "../error.ts";
 import { countFlag, lastValue, type OptionSpec, parseArgv } from "./args.ts";
 import { readImageMetadata } from "../image/metadata.ts";
 import {
@@ -264,7 +264,7 @@ export function rmCommand(args: string[]): Promise<number> {
     try {
       removeTree(path);
     } catch (e) {
-      throw new DenError("rm", (e as Error).message.replace(/ \(os error.*$/, ""), {
+      throw new DenError("rm", osMessage(e), {
         path,
         code: (e as { code?: string }).code,
       });

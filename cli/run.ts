@@ -1,7 +1,7 @@
 // `den run`: parseRunArgs() (pure) and runCommand().
 
 import { countFlag, lastValue, type OptionSpec, parseArgv } from "./args.ts";
-import { DenError, EXIT_USAGE, usageError } from "../error.ts";
+import { DenError, EXIT_USAGE, osMessage, usageError } from "../error.ts";
 import type { EnvOp } from "../run/env.ts";
 import {
   DEFAULT_BINDS,
@@ -238,11 +238,8 @@ export function parseRunArgs(args: string[]): RunRequest {
 }
 
 /** "No such file or directory" from Deno's "No such file or directory (os error 2): stat '/x'". */
-function osMessage(e: unknown): string {
-  return (e as Error).message.replace(/ \(os error \d+\).*$/, "").replace(
-    /:.*$/,
-    "",
-  );
+function osReason(e: unknown): string {
+  return osMessage(e).replace(/:.*$/, "");
 }
 
 /** The host's file system for the planner; each answer is kept for the
@@ -292,7 +289,7 @@ async function imageOf(
   try {
     st = Deno.statSync(path);
   } catch (e) {
-    throw new DenError("can't stat", `${path}: ${osMessage(e)}`, {
+    throw new DenError("can't stat", `${path}: ${osReason(e)}`, {
       code: (e as { code?: string }).code,
     });
   }
@@ -304,7 +301,7 @@ async function imageOf(
       using f = Deno.openSync(path);
       f.readSync(head);
     } catch (e) {
-      throw new DenError("can't open", `${path}: ${osMessage(e)}`, {
+      throw new DenError("can't open", `${path}: ${osReason(e)}`, {
         code: (e as { code?: string }).code,
       });
     }
@@ -398,7 +395,7 @@ function readEnvFiles(ops: EnvOp[], rootfs: string): EnvOp[] {
       return { ...op, text: Deno.readTextFileSync(op.path) };
     } catch (e) {
       const err = e as Error & { code?: string };
-      throw new DenError("can't open", `${op.path}: ${osMessage(e)}`, {
+      throw new DenError("can't open", `${op.path}: ${osReason(e)}`, {
         code: err.code,
       });
     }

@@ -2,7 +2,7 @@
 // file, built with mksquashfs from a temporary unpacked directory.
 
 import { countFlag, lastValue, type OptionSpec, parseArgv } from "./args.ts";
-import { DenError, usageError } from "../error.ts";
+import { DenError, osMessage, usageError } from "../error.ts";
 import { out } from "./output.ts";
 import { unpackImage } from "../image/unpack_image.ts";
 
@@ -138,7 +138,7 @@ export async function unpackSquashCommand(args: string[]): Promise<number> {
         stderr: "piped",
       }).output();
     } catch (e) {
-      throw new DenError("can't run mksquashfs", (e as Error).message.replace(/ \(os.*$/, ""), {
+      throw new DenError("can't run mksquashfs", osMessage(e), {
         hint: "install squashfs-tools (den doctor checks this node)",
       });
     }

@@ -2,9 +2,9 @@
 // undoing its compression, hashing the result: the CPU-heavy half of an
 // unpack, run in a worker thread (see blob_stream.ts) so that decompression
 // overlaps with the main thread's file writes.
+import { osMessage } from "../error.ts";
 import { createHash } from "node:crypto";
 import { openInflater } from "./_inflate.ts";
-import { osMessage } from "./_os_message.ts";
 
 /** A byte range of a file to decode. */
 export interface DecodeJob {

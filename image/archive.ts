@@ -3,9 +3,8 @@
 // tar or a directory, or a plain rootfs tarball. The result lists where each
 // layer's bytes are, with the digests they must have.
 import { createHash } from "node:crypto";
-import { DenError } from "../error.ts";
+import { DenError, osMessage } from "../error.ts";
 import { decodeBlob, type DecodeSink, emitSink, sniffCompression } from "./_decode.ts";
-import { osMessage } from "./_os_message.ts";
 import { quote } from "./entry_path.ts";
 import { sameImageRef } from "./ref.ts";
 import { BLOCK } from "./tar_header.ts";

@@ -3,8 +3,7 @@
 // symlink to /proc/self/cwd/.env would otherwise copy the caller's private
 // file into the container.
 
-import { DenError } from "../error.ts";
-import { osMessage } from "./_os_message.ts";
+import { DenError, osMessage } from "../error.ts";
 
 /** Files den reads from images are small; a bigger one is refused. */
 export const MAX_IMAGE_FILE_BYTES = 16 << 20;

@@ -1,7 +1,6 @@
 // Named images in the storage directory: STORAGE/img/NAME, like ch-image.
-import { DenError, usageError } from "../error.ts";
+import { DenError, osMessage, usageError } from "../error.ts";
 import { readImageMetadata } from "./metadata.ts";
-import { osMessage } from "./_os_message.ts";
 
 /** The invoking user's name: $USER, else the passwd entry of the uid. A
  * $USER that is not a plain name (a "/", "." or "..") is ignored. */

@@ -1,10 +1,9 @@
 // Unpacking an image archive into a directory, atomically: everything goes
 // into a temporary directory beside DEST (.DEST.den-tmp-XXXX) that is renamed
 // into place at the end and removed on any failure or SIGINT/SIGTERM.
-import { DenError } from "../error.ts";
+import { DenError, osMessage } from "../error.ts";
 import { type ArchiveFormat, openArchive } from "./archive.ts";
 import { exchangePaths } from "./_exchange.ts";
-import { osMessage } from "./_os_message.ts";
 import { BlobDecoder, type BlobStream } from "./blob_stream.ts";
 import { quote } from "./entry_path.ts";
 import { type ImageMetadata, metadataFromConfig, writeImageMetadata } from "./metadata.ts";

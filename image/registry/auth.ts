@@ -2,8 +2,7 @@
 // credentials from the files podman, skopeo and docker write, in the order
 // containers-auth.json(5) gives. Secrets stay in Credentials objects: no
 // error or message here includes a password, an "auth" value or a token.
-import { DenError } from "../../error.ts";
-import { osMessage } from "../_os_message.ts";
+import { DenError, osMessage } from "../../error.ts";
 
 /** One challenge of a WWW-Authenticate header. */
 export interface Challenge {

@@ -5,8 +5,7 @@
 // is replaced atomically (a temporary file, mode 0600, then rename), so a
 // reader never sees half of it and a crash leaves the old one.
 // Two exports, one file: they share how the file is found, read and written.
-import { DenError } from "../../error.ts";
-import { osMessage } from "../_os_message.ts";
+import { DenError, osMessage } from "../../error.ts";
 import { normalizeAuthKey } from "./auth.ts";
 
 /** The file den login writes: $REGISTRY_AUTH_FILE, else

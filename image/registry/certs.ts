@@ -3,8 +3,7 @@
 // and /etc/docker/certs.d, or in the one directory --cert-dir names (which
 // then replaces them, as in podman). They are trusted besides the system's.
 // (*.cert and *.key are client certificates, which den does not send.)
-import { DenError } from "../../error.ts";
-import { osMessage } from "../_os_message.ts";
+import { DenError, osMessage } from "../../error.ts";
 
 export interface CaCertOptions {
   /** --cert-dir: the only directory read. */
