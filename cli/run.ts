@@ -16,7 +16,7 @@ import {
   WRITE_FAKE_SIZE,
 } from "../run/plan.ts";
 import { out, output, verbose, warn } from "./output.ts";
-import { decideJoin, type JoinDecision, type JoinOptions } from "../run/join.ts";
+import { decideJoin, type JoinDecision, type JoinOptions, launcherOf } from "../run/join.ts";
 import { VERSION } from "./version.ts";
 import { lazy } from "./lazy.ts";
 import { resolveImage } from "../image/store.ts";
@@ -497,6 +497,8 @@ export async function runCommand(args: string[]): Promise<number> {
     }
     verbose("join: off for a SquashFS image (each den mounts it itself)");
     join.group = undefined;
+    // Separate containers under a launcher: OpenMPI must not use CMA.
+    join.launcher = launcherOf(new Map(env));
   }
   const squash = await mountImage(image.path, opts, cli, facts);
   try {

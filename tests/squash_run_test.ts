@@ -141,6 +141,15 @@ t("kill -9 of den running IMG.sqfs leaves no squashfuse and no mount", async () 
   }
 });
 
+t(
+  "under a launcher, ranks of a SquashFS image keep OpenMPI off CMA (they are not joined)",
+  async () => {
+    const r = await den(["run", SQFS, "--", "env"], { env: { OMPI_COMM_WORLD_LOCAL_SIZE: "2" } });
+    equal(r.code, 0, r.stderr);
+    ok(r.stdout.split("\n").includes("OMPI_MCA_btl_vader_single_copy_mechanism=none"), r.stdout);
+  },
+);
+
 t("den run --feature=squash says it is there", async () => {
   equal((await den(["run", "--feature=squash"])).code, 0);
 });
