@@ -13,6 +13,7 @@ import {
   storageDir,
 } from "../image/store.ts";
 import { unpackImage, type UnpackProgress } from "../image/unpack_image.ts";
+import { lazy } from "./lazy.ts";
 import { errRaw, info, out, output, warn } from "./output.ts";
 
 export const UNPACK_USAGE = `Usage: den unpack [OPTIONS] ARCHIVE DEST
@@ -61,6 +62,8 @@ export const RM_USAGE = `Usage: den rm [OPTIONS] NAME...
 Delete images from the storage directory.
 
 Options:
+      --gc                then remove the cached blobs no image refers to
+                          any more (as den gc)
   -s, --storage DIR       storage directory
   -h, --help              print this help and exit
 `;
@@ -239,14 +242,15 @@ export function imagesCommand(args: string[]): Promise<number> {
 }
 
 /** den rm NAME... */
-export function rmCommand(args: string[]): Promise<number> {
+export async function rmCommand(args: string[]): Promise<number> {
   const parsed = parseArgv(args, {
+    gc: { takes: "flag" },
     storage: { short: "s", takes: "value" },
     help: { short: "h", takes: "flag" },
   }, "den rm --help");
   if (countFlag(parsed, "help")) {
     out(RM_USAGE);
-    return Promise.resolve(0);
+    return 0;
   }
   if (parsed.positionals.length === 0) {
     throw usageError("rm needs an image NAME", "see den rm --help");
@@ -271,5 +275,9 @@ export function rmCommand(args: string[]): Promise<number> {
     }
     info(`deleted ${name}`);
   }
-  return Promise.resolve(0);
+  if (countFlag(parsed, "gc")) {
+    const { collectGarbage } = await lazy<typeof import("./gc.ts")>("./gc.ts");
+    await collectGarbage(storage);
+  }
+  return 0;
 }

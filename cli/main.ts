@@ -19,7 +19,8 @@ Commands:
   logout REGISTRY             remove saved credentials for a registry
   inspect IMAGE               print an image's configuration (--json)
   images                      list images in storage (--json)
-  rm NAME                     delete an image from storage
+  rm NAME                     delete an image from storage (--gc: then gc)
+  gc                          remove cached blobs no stored image refers to
   doctor                      check this node for what den needs (--json)
 
 Run 'den COMMAND --help' for a command's options.
@@ -45,6 +46,10 @@ async function main(args: string[]): Promise<number> {
     case "pull": {
       const { pullCommand } = await lazy<typeof import("./pull.ts")>("./pull.ts");
       return await pullCommand(rest);
+    }
+    case "gc": {
+      const { gcCommand } = await lazy<typeof import("./gc.ts")>("./gc.ts");
+      return await gcCommand(rest);
     }
     case "login":
     case "logout": {
