@@ -46,6 +46,9 @@ export interface GcOptions {
   onRemove?: (name: string, bytes: number) => void;
   /** Told about entries left alone and removals that failed. */
   log?: (msg: string) => void;
+  /** Called once unwanted blobs are renamed aside, before the second look (tests
+   * start a pull here). */
+  onAside?: () => void;
 }
 
 export interface GcResult {
@@ -202,8 +205,11 @@ function liveBlobs(storage: string, cache: string): Live {
     const fresh = ageMs(st) < PULL_STALE_MS;
     const alive = fresh && (reg === undefined ||
       reg.host !== me.host || reg.pidns !== me.pidns || isAlive(reg.pid));
-    if (alive) { for (const d of reg?.digests ?? []) want(d); }
-    else live.dead.push(`${pulls}/${name}`);
+    if (!alive) {
+      live.dead.push(`${pulls}/${name}`);
+      continue;
+    }
+    for (const d of reg?.digests ?? []) want(d);
   }
   for (const image of listImages(storage)) {
     let digest: string | undefined;
@@ -338,6 +344,7 @@ export async function gcBlobs(
       }
     }
   }
+  opts.onAside?.();
   const now = liveBlobs(dir, cache);
   for (const b of aside) {
     if (now.keep.has(b.name)) {

@@ -228,6 +228,26 @@ Deno.test("gcBlobs() keeps the blobs of registered pulls while they live", async
   strictEqual([...Deno.readDirSync(`${s.dir}/blobs/.pulls`)].length, 0);
 });
 
+Deno.test("gcBlobs() puts back a blob that a pull registered while gc was deciding", async () => {
+  using s = storage();
+  const { a } = twoImages(s);
+  Deno.removeSync(`${s.dir}/img/a`, { recursive: true });
+  let reg: ReturnType<typeof registerPull> | undefined;
+  const r = await gcBlobs(s.dir, {
+    onAside() {
+      // Aside: a pull that looks now finds the blob missing (and downloads it).
+      ok(!s.has(a.layer));
+      reg = registerPull(s.dir, [a.layer]);
+    },
+  });
+  strictEqual(r.removed, 2);
+  strictEqual(r.kept, 5);
+  ok(s.has(a.layer));
+  ok(!s.has(a.config) && !s.has(a.manifest));
+  strictEqual([...Deno.readDirSync(s.cache)].length, 5); // nothing left aside
+  reg!.release();
+});
+
 Deno.test("gcBlobs() removes .part files of dead processes and stale locks, not live ones", async () => {
   using s = storage();
   const hex = "f".repeat(64);
