@@ -2,13 +2,15 @@
 import { usageError } from "../error.ts";
 import { booleanValue, countFlag, lastValue, parseArgv } from "./args.ts";
 import { formatBytes } from "./image.ts";
+import { squashSummary, type SquashWritten, writeSquash } from "./squash.ts";
 import { errRaw, info, out, output, verbose, warn } from "./output.ts";
 import { checkImageName, imagePath, isImageName } from "../image/store.ts";
-import { type DownloadProgress, pullImage } from "../image/registry/pull.ts";
+import { type DownloadProgress, pullImage, type PullResult } from "../image/registry/pull.ts";
 import { parsePullRef, storageNameOf } from "../image/registry/ref.ts";
 import type { UnpackProgress } from "../image/unpack_image.ts";
 
 export const PULL_USAGE = `Usage: den pull [OPTIONS] REF [DEST]
+       den pull [OPTIONS] REF DEST.sqfs
 
 Pull an image from an OCI/Docker registry and unpack it into a directory you own.
 
@@ -17,6 +19,10 @@ REF is a Docker reference: NAME[:TAG][@sha256:DIGEST], where NAME is
 is a directory path if it contains "/", else the name of an image in the
 storage directory; without DEST, the image is stored under a name made from
 REF ("alpine", "alpine+3.19"). Blobs are cached in STORAGE/blobs.
+
+A DEST ending in .sqfs (or --squashfs) is one SquashFS file instead, packed
+as den unpack packs one (mksquashfs, zstd, reproducible); it appears whole
+or not at all.
 
 Credentials come from $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
 ~/.config/containers/auth.json, then ~/.docker/config.json.
@@ -35,6 +41,7 @@ Options:
                           plain http
   -s, --storage DIR       storage directory (default: $DEN_STORAGE or
                           /var/tmp/$USER/den)
+      --squashfs          write DEST as a SquashFS file whatever its name
   -v, --verbose           say what den does
   -h, --help              print this help and exit
 `;
@@ -49,6 +56,7 @@ export async function pullCommand(args: string[]): Promise<number> {
     "tls-verify": { takes: "optional" },
     "cert-dir": { takes: "value" },
     storage: { short: "s", takes: "value" },
+    squashfs: { takes: "flag" },
     verbose: { short: "v", takes: "flag" },
     help: { short: "h", takes: "flag" },
   }, "den pull --help");
@@ -78,8 +86,13 @@ export async function pullCommand(args: string[]): Promise<number> {
   }
   const storage = lastValue(parsed, "storage");
   const ref = parsePullRef(positionals[0]!);
+  // A SquashFS DEST is a file path, even without a "/" (as for den unpack).
+  const squash = countFlag(parsed, "squashfs") > 0 || (positionals[1]?.endsWith(".sqfs") ?? false);
+  if (squash && positionals[1] === undefined) {
+    throw usageError("--squashfs needs DEST", "see den pull --help");
+  }
   const destArg = positionals[1] ?? storageNameOf(ref);
-  const stored = isImageName(destArg);
+  const stored = !squash && isImageName(destArg);
   if (stored) checkImageName(destArg);
   const dest = stored ? imagePath(destArg, storage) : destArg;
   if (countFlag(parsed, "verbose")) output.verbosity = Math.max(output.verbosity, 1);
@@ -91,15 +104,15 @@ export async function pullCommand(args: string[]): Promise<number> {
     drawn = true;
     errRaw(`\r\x1b[K${line}`);
   };
-  let result;
-  try {
-    result = await pullImage(ref, dest, {
+  const force = countFlag(parsed, "force") > 0;
+  const pull = (into: string) =>
+    pullImage(ref, into, {
       storage,
       arch,
       jobs,
       tlsVerify,
       certDir: lastValue(parsed, "cert-dir"),
-      force: countFlag(parsed, "force") > 0,
+      force: force && !squash,
       stored,
       stallSeconds,
       onDownload: tty ? (p) => draw(downloadLine(ref.text, p)) : undefined,
@@ -107,9 +120,22 @@ export async function pullCommand(args: string[]): Promise<number> {
       onWarning: quiet ? undefined : (m) => warn(m),
       log: (m) => verbose(m),
     });
+  let result: PullResult | undefined;
+  let written: SquashWritten | undefined;
+  try {
+    if (squash) {
+      written = await writeSquash(dest, {
+        op: "can't pull",
+        force,
+        source: { fill: async (root) => void (result = await pull(root)) },
+      });
+    } else {
+      result = await pull(dest);
+    }
   } finally {
     if (drawn) errRaw("\r\x1b[K");
   }
+  if (!result) throw new Error("internal error: pulled nothing");
   if (!quiet) {
     const name = stored ? destArg : dest;
     const digest = result.digest.slice(0, 19);
@@ -126,6 +152,7 @@ export async function pullCommand(args: string[]): Promise<number> {
           `${s.files} files in ${result.seconds.toFixed(1)} s`,
       );
     }
+    if (written) info(squashSummary(dest, written, "pull"));
   }
   return 0;
 }

@@ -82,6 +82,143 @@ function pinUnpackTime(root: string, epoch: number): void {
   Deno.writeTextFileSync(path, JSON.stringify(m, null, 2) + (text.endsWith("\n") ? "\n" : ""));
 }
 
+const SIGNALS: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+const SIGNAL_EXIT: Record<string, number> = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 };
+
+/** What writeSquash() packs: a tree it has made, or a directory as it is. */
+export type SquashSource =
+  /** Make the tree at root (in a temporary directory beside DEST). */
+  | { fill: (root: string) => Promise<void> }
+  /** Pack this existing directory; it is only read. */
+  | { dir: string };
+
+export interface SquashWritten {
+  /** Bytes of the file. */
+  size: number;
+  /** Seconds fill() took (0 for a directory), and mksquashfs. */
+  fillSeconds: number;
+  packSeconds: number;
+}
+
+/**
+ * Write DEST as one reproducible SquashFS file (den unpack, pull and
+ * convert). Everything is made in a temporary directory beside DEST and
+ * renamed into place: DEST appears whole or not at all, and nothing is left
+ * when a step fails or den is interrupted (SIGINT, SIGTERM, SIGHUP).
+ */
+export async function writeSquash(
+  dest: string,
+  o: { op: string; force: boolean; source: SquashSource },
+): Promise<SquashWritten> {
+  const epoch = Deno.env.get("SOURCE_DATE_EPOCH") ?? "0";
+  if (!/^\d{1,10}$/.test(epoch)) {
+    throw usageError(`SOURCE_DATE_EPOCH is not a number of seconds: ${JSON.stringify(epoch)}`);
+  }
+  if (!o.force && lstat(dest)) {
+    throw new DenError(o.op, "destination exists", { path: dest, hint: "use -f to replace it" });
+  }
+  const slash = dest.lastIndexOf("/");
+  const parent = slash < 0 ? "." : dest.slice(0, slash) || "/";
+  const base = dest.slice(slash + 1);
+  let tmp: string;
+  try {
+    tmp = Deno.makeTempDirSync({ dir: parent, prefix: `.${base}.den-tmp-` });
+  } catch (e) {
+    throw new DenError(o.op, osMessage(e), { path: dest });
+  }
+  // The fill step stops itself on these signals (unpackImage and pullImage
+  // throw); mksquashfs is killed. Either way the finally below cleans up.
+  let signalled: Deno.Signal | undefined;
+  let child: Deno.ChildProcess | undefined;
+  const handlers = SIGNALS.map((s) =>
+    [s, () => {
+      signalled ??= s;
+      try {
+        child?.kill("SIGKILL");
+      } catch {
+        // Exited already.
+      }
+    }] as const
+  );
+  for (const [s, h] of handlers) Deno.addSignalListener(s, h);
+  const checkSignal = () => {
+    if (signalled) {
+      throw new DenError(o.op, `interrupted by ${signalled}`, {
+        path: dest,
+        exitCode: SIGNAL_EXIT[signalled],
+      });
+    }
+  };
+  try {
+    const started = performance.now();
+    let dir: string;
+    if ("fill" in o.source) {
+      dir = `${tmp}/root`;
+      await o.source.fill(dir);
+      pinUnpackTime(dir, Number(epoch));
+    } else {
+      dir = o.source.dir;
+    }
+    const filled = performance.now();
+    checkSignal();
+    try {
+      child = new Deno.Command("mksquashfs", {
+        args: mksquashfsArgs(dir, `${tmp}/image.sqfs`, epoch),
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+    } catch (e) {
+      throw new DenError("can't run mksquashfs", osMessage(e), {
+        hint: "install squashfs-tools (den doctor checks this node)",
+      });
+    }
+    const r = await child.output();
+    checkSignal();
+    if (!r.success) {
+      const why = new TextDecoder().decode(r.stderr).trim().split("\n").at(-1) ?? "";
+      throw new DenError("mksquashfs", `exit ${r.code}: ${why}`, { path: dest });
+    }
+    // A directory cannot be replaced by a file in one rename: move it
+    // aside first (it goes with the temporary directory).
+    if (lstat(dest)?.isDirectory) Deno.renameSync(dest, `${tmp}/old`);
+    try {
+      Deno.renameSync(`${tmp}/image.sqfs`, dest);
+    } catch (e) {
+      throw new DenError(o.op, osMessage(e), { path: dest });
+    }
+    return {
+      size: Deno.statSync(dest).size,
+      fillSeconds: (filled - started) / 1000,
+      packSeconds: (performance.now() - filled) / 1000,
+    };
+  } finally {
+    for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+    try {
+      Deno.removeSync(tmp, { recursive: true });
+    } catch {
+      // Nothing more to do: the name says what it is.
+    }
+  }
+}
+
+function lstat(path: string): Deno.FileInfo | undefined {
+  try {
+    return Deno.lstatSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The summary line: "DEST: 1.2 MiB SquashFS (unpack 0.10 s, mksquashfs 0.20 s)". */
+export function squashSummary(dest: string, w: SquashWritten, fill?: string): string {
+  const s = (x: number) => `${x.toFixed(2)} s`;
+  const steps = fill ? `${fill} ${s(w.fillSeconds)}, ` : "";
+  return `${dest}: ${(w.size / 1048576).toFixed(1)} MiB SquashFS (${steps}mksquashfs ${
+    s(w.packSeconds)
+  })`;
+}
+
 /** `den unpack ... DEST.sqfs`: returns the exit status. */
 export async function unpackSquashCommand(args: string[]): Promise<number> {
   const parsed = parseArgv(args, OPTIONS, "den unpack --help");
@@ -93,72 +230,18 @@ export async function unpackSquashCommand(args: string[]): Promise<number> {
     throw usageError("unpack needs ARCHIVE and DEST", "see den unpack --help");
   }
   const [archive, dest] = parsed.positionals as [string, string];
-  const epoch = Deno.env.get("SOURCE_DATE_EPOCH") ?? "0";
-  if (!/^\d{1,10}$/.test(epoch)) {
-    throw usageError(`SOURCE_DATE_EPOCH is not a number of seconds: ${JSON.stringify(epoch)}`);
-  }
-  if (!countFlag(parsed, "force")) {
-    try {
-      Deno.lstatSync(dest);
-      throw new DenError("can't unpack", "destination exists", {
-        path: dest,
-        hint: "use -f to replace it",
-      });
-    } catch (e) {
-      if (e instanceof DenError) throw e;
-    }
-  }
-  const slash = dest.lastIndexOf("/");
-  const parent = slash < 0 ? "." : dest.slice(0, slash) || "/";
-  const base = dest.slice(slash + 1);
-  const tmp = Deno.makeTempDirSync({ dir: parent, prefix: `.${base}.den-tmp-` });
-  const remove = () => Deno.removeSync(tmp, { recursive: true });
-  const onSignal = () => {
-    try {
-      remove();
-    } finally {
-      Deno.exit(130);
-    }
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
-  try {
-    const started = performance.now();
-    await unpackImage(archive, `${tmp}/root`, {
-      arch: lastValue(parsed, "arch"),
-      image: lastValue(parsed, "image"),
-    });
-    const unpacked = performance.now();
-    pinUnpackTime(`${tmp}/root`, Number(epoch));
-    let r;
-    try {
-      r = await new Deno.Command("mksquashfs", {
-        args: mksquashfsArgs(`${tmp}/root`, `${tmp}/image.sqfs`, epoch),
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-    } catch (e) {
-      throw new DenError("can't run mksquashfs", osMessage(e), {
-        hint: "install squashfs-tools (den doctor checks this node)",
-      });
-    }
-    if (!r.success) {
-      const why = new TextDecoder().decode(r.stderr).trim().split("\n").at(-1) ?? "";
-      throw new DenError("mksquashfs", `exit ${r.code}: ${why}`, { path: dest });
-    }
-    Deno.renameSync(`${tmp}/image.sqfs`, dest);
-    if (!countFlag(parsed, "quiet")) {
-      const size = Deno.statSync(dest).size;
-      out(
-        `${dest}: ${(size / 1048576).toFixed(1)} MiB SquashFS (unpack ${
-          ((unpacked - started) / 1000).toFixed(2)
-        } s, mksquashfs ${((performance.now() - unpacked) / 1000).toFixed(2)} s)`,
-      );
-    }
-    return 0;
-  } finally {
-    Deno.removeSignalListener("SIGINT", onSignal);
-    Deno.removeSignalListener("SIGTERM", onSignal);
-    remove();
-  }
+  const written = await writeSquash(dest, {
+    op: "can't unpack",
+    force: countFlag(parsed, "force") > 0,
+    source: {
+      fill: async (root) => {
+        await unpackImage(archive, root, {
+          arch: lastValue(parsed, "arch"),
+          image: lastValue(parsed, "image"),
+        });
+      },
+    },
+  });
+  if (!countFlag(parsed, "quiet")) out(squashSummary(dest, written, "unpack"));
+  return 0;
 }

@@ -2,7 +2,17 @@
 // test user: one reproducible SquashFS file, written whole or not at all.
 
 import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
-import { buildBusyboxImage, den, HAVE_BUSYBOX, tempDir, which } from "./_helpers.ts";
+import {
+  buildBusyboxImage,
+  den,
+  denArgv,
+  hasUserns,
+  HAVE_BUSYBOX,
+  tempDir,
+  testUserEnv,
+  which,
+} from "./_helpers.ts";
+import { checkClean, HAVE_REGISTRY, pushImage, startRegistry } from "./registry_helpers.ts";
 
 const ignore = !HAVE_BUSYBOX || !which("mksquashfs") || !which("unsquashfs");
 const work = ignore ? undefined : tempDir("den-squash-test-");
@@ -61,6 +71,125 @@ t("den unpack of a bad archive to .sqfs leaves nothing behind", async () => {
   equal(r.stderr.split("\n").filter((l) => l.startsWith("den: error")).length, 1);
   ok(![...Deno.readDirSync(work!.path)].some((e) => e.name.startsWith(".bad.sqfs")));
   ok(![...Deno.readDirSync(work!.path)].some((e) => e.name === "bad.sqfs"));
+});
+
+t("den unpack to .sqfs stopped by SIGTERM at any moment leaves nothing behind", async () => {
+  const dir = `${work!.path}/term`;
+  Deno.mkdirSync(dir);
+  Deno.chmodSync(dir, 0o777);
+  const codes = new Set<number>();
+  for (const ms of [150, 250, 350, 450, 600, 800]) {
+    const dest = `${dir}/t${ms}.sqfs`;
+    const [cmd, ...args] = denArgv(["unpack", "-q", TAR, dest]);
+    const child = new Deno.Command(cmd!, {
+      args,
+      env: testUserEnv(),
+      clearEnv: true,
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    await new Promise((ok) => setTimeout(ok, ms));
+    try {
+      child.kill("SIGTERM"); // setpriv execs den: this is den
+    } catch {
+      // finished already
+    }
+    const r = await child.output();
+    codes.add(r.code);
+    if (r.code === 0) {
+      ok(Deno.statSync(dest).isFile);
+    } else {
+      equal(r.code, 143, new TextDecoder().decode(r.stderr));
+      deepStrictEqual(named(dir, `t${ms}.sqfs`), []);
+    }
+    deepStrictEqual(named(dir, `.t${ms}.sqfs`), []);
+  }
+  ok(codes.has(143), `never interrupted: ${[...codes]}`);
+});
+
+/** Entries of dir whose name starts with prefix (temporaries are ".NAME.den-tmp-*"). */
+function named(dir: string, prefix: string): string[] {
+  return [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.startsWith(prefix));
+}
+
+Deno.test({
+  name:
+    "den pull REF IMG.sqfs: one reproducible file from a loopback registry, whole or not at all",
+  ignore: ignore || !HAVE_REGISTRY,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn(t) {
+    await using reg = await startRegistry();
+    await pushImage("sq", [{ architecture: Deno.build.arch === "aarch64" ? "arm64" : "amd64" }], [
+      `${reg.host}/test/sq:1`,
+    ]);
+    await using tmp = tempDir("den-squash-pull-");
+    const dir = tmp.path;
+    const storage = `${dir}/storage`;
+    const s = ["-s", storage];
+    const ref = `${reg.host}/test/sq:1`;
+
+    await t.step("pulled twice, by name and with --squashfs: the same bytes", async () => {
+      const a = `${dir}/a.sqfs`;
+      const r = await den(["pull", ...s, ref, a]);
+      equal(r.code, 0, r.stderr);
+      equal(r.stdout, "");
+      const lines = r.stderr.trim().split("\n");
+      ok(lines[0]!.startsWith(`den: pulled ${ref} (sha256:`), r.stderr);
+      match(lines[1]!, new RegExp(`^den: ${a}: [0-9.]+ MiB SquashFS \\(pull `));
+      equal(lines.length, 2, r.stderr);
+      await new Promise((ok) => setTimeout(ok, 1100)); // another second: times must not leak
+      const b = await den(["pull", "-q", ...s, "--squashfs", ref, `${dir}/b`]);
+      equal(b.code, 0, b.stderr);
+      equal(b.stderr, "");
+      deepStrictEqual(Deno.readFileSync(a), Deno.readFileSync(`${dir}/b`));
+      const names = listing(a).map((l) => l.split(" ").at(-1));
+      for (const p of ["ch/metadata.json", "ch/environment", "etc/image-marker", "dev", "proc"]) {
+        ok(names.includes(`squashfs-root/${p}`), p);
+      }
+      checkClean(storage, dir);
+      if (hasUserns() && which("squashfuse")) {
+        const run = await den([
+          "run",
+          a,
+          "--",
+          "sh",
+          "-c",
+          "cat /etc/image-marker; echo $DEN_MARKER",
+        ]);
+        equal(run.stderr, "");
+        equal(run.stdout, "sq\nsq\n");
+      }
+    });
+
+    await t.step("an existing DEST is refused in one line, then replaced with -f", async () => {
+      const dest = `${dir}/exists.sqfs`;
+      Deno.writeTextFileSync(dest, "x");
+      Deno.chmodSync(dest, 0o666);
+      const r = await den(["pull", ...s, ref, dest]);
+      equal(r.code, 31);
+      equal(r.stderr.split("\n")[0], `den: error: can't pull ${dest}: destination exists`);
+      equal(Deno.readTextFileSync(dest), "x");
+      const f = await den(["pull", "-q", "-f", ...s, ref, dest]);
+      equal(f.code, 0, f.stderr);
+      deepStrictEqual(Deno.readFileSync(dest), Deno.readFileSync(`${dir}/a.sqfs`));
+    });
+
+    await t.step("a failed pull leaves no file and no temporary", async () => {
+      const r = await den(["pull", ...s, `${reg.host}/test/nope:1`, `${dir}/nope.sqfs`]);
+      equal(r.code, 31);
+      equal(r.stderr.split("\n").filter((l) => l.startsWith("den: error")).length, 1, r.stderr);
+      deepStrictEqual(named(dir, ".nope.sqfs"), []);
+      deepStrictEqual(named(dir, "nope.sqfs"), []);
+      checkClean(storage, dir);
+    });
+
+    await t.step("--squashfs without DEST is a usage error", async () => {
+      const r = await den(["pull", ...s, "--squashfs", ref]);
+      equal(r.code, 64);
+      equal(r.stderr.split("\n")[0], "den: error: --squashfs needs DEST");
+    });
+  },
 });
 
 Deno.test({
