@@ -15,6 +15,7 @@ Commands:
   unpack ARCHIVE DEST         unpack a docker/podman/OCI archive or a rootfs tarball
                               (DEST.sqfs or --squashfs: one SquashFS file)
   pull REF [DEST]             pull an image from an OCI/Docker registry
+  convert SRC DEST            an image directory to a SquashFS file, or back
   login REGISTRY              check and save credentials for a registry
   logout REGISTRY             remove saved credentials for a registry
   inspect IMAGE               print an image's configuration (--json)
@@ -50,6 +51,10 @@ async function main(args: string[]): Promise<number> {
     case "gc": {
       const { gcCommand } = await lazy<typeof import("./gc.ts")>("./gc.ts");
       return await gcCommand(rest);
+    }
+    case "convert": {
+      const { convertCommand } = await lazy<typeof import("./convert.ts")>("./convert.ts");
+      return await convertCommand(rest);
     }
     case "login":
     case "logout": {

@@ -16,7 +16,7 @@ async function den(...args: string[]) {
 }
 
 Deno.test("every verb reports a bad option the same way, exit 64", async () => {
-  for (const verb of ["run", "unpack", "inspect", "images", "rm", "gc"]) {
+  for (const verb of ["run", "unpack", "inspect", "images", "rm", "gc", "convert"]) {
     const r = await den(verb, "--bogus");
     equal(r.code, 64, verb);
     equal(

@@ -100,20 +100,27 @@ export interface SquashWritten {
   packSeconds: number;
 }
 
+export const INSTALL_HINT = "install squashfs-tools (den doctor checks this node)";
+
+/** Runs a tool for makeBeside(): its output, or a DenError naming it. */
+export type RunTool = (
+  cmd: string,
+  args: string[],
+  o: { path: string; hint: string },
+) => Promise<Deno.CommandOutput>;
+
 /**
- * Write DEST as one reproducible SquashFS file (den unpack, pull and
- * convert). Everything is made in a temporary directory beside DEST and
- * renamed into place: DEST appears whole or not at all, and nothing is left
- * when a step fails or den is interrupted (SIGINT, SIGTERM, SIGHUP).
+ * Make DEST (a file or a directory) in a temporary directory beside it and
+ * rename it into place: DEST appears whole or not at all, and nothing is
+ * left when a step fails or den is interrupted (SIGINT, SIGTERM, SIGHUP).
+ * make() returns the path in tmp to become DEST; tools it runs through
+ * `run` are killed on those signals.
  */
-export async function writeSquash(
+export async function makeBeside<T>(
   dest: string,
-  o: { op: string; force: boolean; source: SquashSource },
-): Promise<SquashWritten> {
-  const epoch = Deno.env.get("SOURCE_DATE_EPOCH") ?? "0";
-  if (!/^\d{1,10}$/.test(epoch)) {
-    throw usageError(`SOURCE_DATE_EPOCH is not a number of seconds: ${JSON.stringify(epoch)}`);
-  }
+  o: { op: string; force: boolean },
+  make: (tmp: string, run: RunTool) => Promise<{ made: string; result: T }>,
+): Promise<T> {
   if (!o.force && lstat(dest)) {
     throw new DenError(o.op, "destination exists", { path: dest, hint: "use -f to replace it" });
   }
@@ -126,8 +133,8 @@ export async function writeSquash(
   } catch (e) {
     throw new DenError(o.op, osMessage(e), { path: dest });
   }
-  // The fill step stops itself on these signals (unpackImage and pullImage
-  // throw); mksquashfs is killed. Either way the finally below cleans up.
+  // JavaScript steps stop themselves on these signals (unpackImage and
+  // pullImage throw); tools are killed. Either way the finally cleans up.
   let signalled: Deno.Signal | undefined;
   let child: Deno.ChildProcess | undefined;
   const handlers = SIGNALS.map((s) =>
@@ -149,7 +156,55 @@ export async function writeSquash(
       });
     }
   };
+  const run: RunTool = async (cmd, args, { path, hint }) => {
+    checkSignal();
+    try {
+      child = new Deno.Command(cmd, { args, stdin: "null", stdout: "piped", stderr: "piped" })
+        .spawn();
+    } catch (e) {
+      throw new DenError(`can't run ${cmd}`, osMessage(e), { hint });
+    }
+    const r = await child.output();
+    child = undefined;
+    checkSignal();
+    if (!r.success) {
+      const why = new TextDecoder().decode(r.stderr).trim().split("\n").at(-1) ?? "";
+      throw new DenError(cmd, `exit ${r.code}: ${why}`, { path });
+    }
+    return r;
+  };
   try {
+    const { made, result } = await make(tmp, run);
+    checkSignal();
+    // A directory cannot be replaced by one rename: move DEST aside first
+    // (it goes with the temporary directory).
+    if (lstat(dest)?.isDirectory) Deno.renameSync(dest, `${tmp}/old`);
+    try {
+      Deno.renameSync(made, dest);
+    } catch (e) {
+      throw new DenError(o.op, osMessage(e), { path: dest });
+    }
+    return result;
+  } finally {
+    for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+    try {
+      Deno.removeSync(tmp, { recursive: true });
+    } catch {
+      // Nothing more to do: the name says what it is.
+    }
+  }
+}
+
+/** Write DEST as one reproducible SquashFS file (den unpack, pull and convert). */
+export function writeSquash(
+  dest: string,
+  o: { op: string; force: boolean; source: SquashSource },
+): Promise<SquashWritten> {
+  const epoch = Deno.env.get("SOURCE_DATE_EPOCH") ?? "0";
+  if (!/^\d{1,10}$/.test(epoch)) {
+    throw usageError(`SOURCE_DATE_EPOCH is not a number of seconds: ${JSON.stringify(epoch)}`);
+  }
+  return makeBeside(dest, o, async (tmp, run) => {
     const started = performance.now();
     let dir: string;
     if ("fill" in o.source) {
@@ -160,46 +215,17 @@ export async function writeSquash(
       dir = o.source.dir;
     }
     const filled = performance.now();
-    checkSignal();
-    try {
-      child = new Deno.Command("mksquashfs", {
-        args: mksquashfsArgs(dir, `${tmp}/image.sqfs`, epoch),
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
-    } catch (e) {
-      throw new DenError("can't run mksquashfs", osMessage(e), {
-        hint: "install squashfs-tools (den doctor checks this node)",
-      });
-    }
-    const r = await child.output();
-    checkSignal();
-    if (!r.success) {
-      const why = new TextDecoder().decode(r.stderr).trim().split("\n").at(-1) ?? "";
-      throw new DenError("mksquashfs", `exit ${r.code}: ${why}`, { path: dest });
-    }
-    // A directory cannot be replaced by a file in one rename: move it
-    // aside first (it goes with the temporary directory).
-    if (lstat(dest)?.isDirectory) Deno.renameSync(dest, `${tmp}/old`);
-    try {
-      Deno.renameSync(`${tmp}/image.sqfs`, dest);
-    } catch (e) {
-      throw new DenError(o.op, osMessage(e), { path: dest });
-    }
+    const made = `${tmp}/image.sqfs`;
+    await run("mksquashfs", mksquashfsArgs(dir, made, epoch), { path: dest, hint: INSTALL_HINT });
     return {
-      size: Deno.statSync(dest).size,
-      fillSeconds: (filled - started) / 1000,
-      packSeconds: (performance.now() - filled) / 1000,
+      made,
+      result: {
+        size: Deno.statSync(made).size,
+        fillSeconds: (filled - started) / 1000,
+        packSeconds: (performance.now() - filled) / 1000,
+      },
     };
-  } finally {
-    for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
-    try {
-      Deno.removeSync(tmp, { recursive: true });
-    } catch {
-      // Nothing more to do: the name says what it is.
-    }
-  }
+  });
 }
 
 function lstat(path: string): Deno.FileInfo | undefined {
