@@ -1,15 +1,15 @@
 // mountSquash(): a SquashFS image mounted with squashfuse in a container's
 // own namespaces, before the container is set up in them.
 //
-// Three processes, none of them JavaScript: a holder, cloned into new user
-// and mount namespaces, makes / private and then only waits; squashfuse,
-// started by a chain that setns()es into the holder's namespaces, mounts
-// the image there on a host directory that only those namespaces see; the
-// container child (runPlan() with hooks.enter) then enters the same
-// namespaces and mounts and pivots as for a directory. den plans the
-// container in between, looking at the image through /proc/HOLDER/root.
-// Nothing is made on the host; when den dies, all three die of
-// PR_SET_PDEATHSIG and the mount goes with its namespace.
+// One process, no JavaScript in it, holds the namespaces: cloned into new
+// user and mount namespaces, it makes / private, keeps CAP_SYS_ADMIN as an
+// ambient capability and becomes squashfuse, which mounts the image on a
+// host directory that only those namespaces see. The container child
+// (runPlan() with hooks.enter) then enters the same namespaces and mounts
+// and pivots as for a directory. den plans the container in between,
+// looking at the image through /proc/SQUASHFUSE/root. Nothing is made on the
+// host; when den dies, squashfuse dies of PR_SET_PDEATHSIG and the mount
+// goes with its namespace (the container, if it still runs, dies too).
 
 import { DenError } from "../error.ts";
 import { CallChain } from "./chain.ts";
@@ -20,6 +20,7 @@ import {
   LINUX_CAPABILITY_VERSION_3,
   MS_PRIVATE,
   MS_REC,
+  O_CLOEXEC,
   PR_CAP_AMBIENT,
   PR_CAP_AMBIENT_RAISE,
   SIG_DFL,
@@ -28,11 +29,10 @@ import {
   WNOHANG,
 } from "./constants.ts";
 import { errnoError, strerror } from "./errno.ts";
-import { errno, libc } from "./libc.ts";
+import { cString, errno, libc } from "./libc.ts";
 import type { Namespaces } from "./rendezvous.ts";
 import {
   addPrologue,
-  addSignalSetup,
   pipe,
   readFull,
   readReports,
@@ -55,15 +55,15 @@ export interface SquashOptions {
 }
 
 export interface SquashMount {
-  /** The namespaces the image is mounted in (the holder's). */
+  /** The namespaces the image is mounted in (squashfuse's). */
   ns: Namespaces;
   /** Host path of their root: the image is at `${root}${mountPoint}`. */
   root: string;
   /** Where the image is mounted, in those namespaces. */
   mountPoint: string;
-  holderPid: number;
+  /** squashfuse, which holds the namespaces. */
   fusePid: number;
-  /** Kill squashfuse and the holder; the mount goes with the namespace. */
+  /** Kill squashfuse; the mount goes with the namespace. */
   close(): void;
 }
 
@@ -121,78 +121,60 @@ export async function mountSquash(o: SquashOptions): Promise<SquashMount> {
     }
   };
   try {
-    // The holder: new namespaces, / private, then waits until killed (or
-    // until den dies: its copy of the write end is closed, so EOF).
+    // Loaded while the child starts.
+    const rendezvous = import("./rendezvous.ts");
     const [syncRead, syncWrite] = pipe();
     const [reportRead, reportWrite] = pipe();
-    fds.push(syncWrite, reportRead);
-    const holder = new CallChain();
-    holder.reportFd = reportWrite;
-    addPrologue(holder, { syncRead, syncWrite });
-    holder.reported("mount", 0n, holder.str("/"), 0n, MS_REC | MS_PRIVATE, 0n);
-    holder.call("read", syncRead, holder.buffer(8).address, 1);
-    holder.call("_exit", 0);
-    const holderPid = holder.clone(CLONE_NEWUSER | CLONE_NEWNS | SIGCHLD);
-    const code = errno();
-    lc.close(syncRead);
-    lc.close(reportWrite);
-    if (holderPid < 0) {
-      throw errnoError("can't clone a user namespace", code, { hint: usernsHint() });
-    }
-    pids.push(holderPid);
-    writeIdMaps(holderPid, o);
-    lc.write(syncWrite, new Uint8Array([1]), 1n);
-    const private_ = readReports(reportRead, 1)[0] ?? -1;
-    holder.release();
-    if (private_ !== 0) {
-      if (private_ < 0) throw fail("namespace holder died");
-      throw errnoError("can't make / private", private_);
-    }
-    const { openNamespaces } = await import("./rendezvous.ts");
-    ns = { ...openNamespaces(holderPid), ownerPid: Deno.pid };
-    const before = fuseMountsAt(holderPid, o.mountPoint);
-
-    // squashfuse, in the holder's namespaces. Its uid there is not 0 (unless
-    // -u 0), so execve() would drop the CAP_SYS_ADMIN that setns() gave and
-    // mount(2) would fail: keep that one capability as an ambient one.
-    const fuse = new CallChain();
-    const [fReportRead, fReportWrite] = pipe();
     const [errRead, errWrite] = pipe();
-    fds.push(fReportRead, errRead);
-    fuse.reportFd = fReportWrite;
-    addSignalSetup(fuse);
-    // Its messages go to den, which says them in its own error line.
-    fuse.call("dup2", errWrite, 1);
-    fuse.call("dup2", errWrite, 2);
+    fds.push(syncWrite, reportRead, errRead);
+    const chain = new CallChain();
+    chain.reportFd = reportWrite;
     const steps: Step[] = [];
-    fuse.reported("setns", ns.user, CLONE_NEWUSER);
-    steps.push({ op: "squashfuse: can't join the container's user namespace" });
-    fuse.reported("setns", ns.mnt, CLONE_NEWNS);
-    steps.push({ op: "squashfuse: can't join the container's mount namespace" });
+    // Waits in the prologue until den has written its id maps.
+    addPrologue(chain, { syncRead, syncWrite });
+    chain.reported("mount", 0n, chain.str("/"), 0n, MS_REC | MS_PRIVATE, 0n);
+    steps.push({ op: "can't make / private" });
+    // Its messages go to den, which says them in its own error line.
+    chain.call("dup2", errWrite, 1);
+    chain.call("dup2", errWrite, 2);
+    // squashfuse's uid in the namespace is not 0 (unless -u 0), so execve()
+    // would drop the CAP_SYS_ADMIN that clone() gave and mount(2) would
+    // fail: keep that one capability as an ambient one.
     const bit = 1 << CAP_SYS_ADMIN;
     // struct __user_cap_header_struct { u32 version; int pid (0: self) },
     // then two { u32 effective, permitted, inheritable }: only this one.
     const data = new Uint32Array([bit, bit, bit, 0, 0, 0]);
-    fuse.reported(
+    chain.reported(
       "capset",
-      fuse.words([BigInt(LINUX_CAPABILITY_VERSION_3)]),
-      fuse.words([...new BigUint64Array(data.buffer)]),
+      chain.words([BigInt(LINUX_CAPABILITY_VERSION_3)]),
+      chain.words([...new BigUint64Array(data.buffer)]),
     );
     steps.push({ op: "squashfuse: can't set capabilities" });
-    fuse.reported("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_SYS_ADMIN, 0, 0);
+    chain.reported("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_SYS_ADMIN, 0, 0);
     steps.push({ op: "squashfuse: can't keep CAP_SYS_ADMIN" });
     const argv = [o.squashfuse, "-f", o.image, o.mountPoint];
-    fuse.call("execvp", fuse.str(o.squashfuse), fuse.strv(argv));
-    fuse.reportErrno();
-    fuse.call("_exit", 127);
-    const fusePid = fuse.clone(SIGCHLD);
-    const cloneErr = errno();
-    lc.close(fReportWrite);
+    chain.call("execvp", chain.str(o.squashfuse), chain.strv(argv));
+    chain.reportErrno();
+    chain.call("_exit", 127);
+    const pid = chain.clone(CLONE_NEWUSER | CLONE_NEWNS | SIGCHLD);
+    const code = errno();
+    lc.close(syncRead);
+    lc.close(reportWrite);
     lc.close(errWrite);
-    if (fusePid < 0) throw errnoError("can't clone", cloneErr);
-    pids.push(fusePid);
-    const codes = readReports(fReportRead, steps.length + 1);
-    fuse.release();
+    if (pid < 0) {
+      throw errnoError("can't clone a user namespace", code, { hint: usernsHint() });
+    }
+    pids.push(pid);
+    writeIdMaps(pid, o);
+    // Watch the namespace's mount table before squashfuse can mount: a
+    // change after open() makes poll(2) say POLLPRI (proc(5)).
+    const mountinfo = lc.open(cString(`/proc/${pid}/mountinfo`), O_CLOEXEC);
+    if (mountinfo >= 0) fds.push(mountinfo);
+    // A copy of den's mounts: the host may have a FUSE mount there too.
+    const before = fuseMountsAt(pid, o.mountPoint);
+    lc.write(syncWrite, new Uint8Array([1]), 1n);
+    const codes = readReports(reportRead, steps.length + 1);
+    chain.release();
     for (let i = 0; i < steps.length; i++) {
       const c = codes[i];
       if (c === undefined) throw fail("squashfuse's starter died");
@@ -202,37 +184,74 @@ export async function mountSquash(o: SquashOptions): Promise<SquashMount> {
       const c = codes[steps.length]!;
       throw fail(`can't execute ${o.squashfuse}: ${strerror(c)}`);
     }
-
-    // Wait (bounded) for the mount to appear in the namespace, or for
-    // squashfuse to fail.
-    const deadline = Date.now() + (o.timeoutMs ?? 10_000);
-    const status = new Int32Array(1);
-    for (let delay = 1;; delay = Math.min(delay * 2, 20)) {
-      if (fuseMountsAt(holderPid, o.mountPoint) > before) break;
-      if (lc.waitpid_now(fusePid, new Uint8Array(status.buffer), WNOHANG) === fusePid) {
-        pids.splice(pids.indexOf(fusePid), 1);
-        const said = new TextDecoder().decode(readFull(errRead, 4096)).trim().split("\n")
-          .filter((l) => l.trim() !== "");
-        const why = said.length ? `: ${said.join("; ")}` : "";
-        throw fail(`squashfuse ${describeStatus(status[0]!)}${why}`, FUSE_HINT);
-      }
-      if (Date.now() > deadline) {
-        throw fail(`squashfuse did not mount it within ${(o.timeoutMs ?? 10_000) / 1000} s`);
-      }
-      await new Promise((ok) => setTimeout(ok, delay));
-    }
-    return {
-      ns,
-      root: `/proc/${holderPid}/root`,
-      mountPoint: o.mountPoint,
-      holderPid,
-      fusePid,
-      close,
-    };
+    const { openNamespaces } = await rendezvous;
+    ns = { ...openNamespaces(pid), ownerPid: Deno.pid };
+    await waitForMount(pid, { ...o, before, mountinfo, errRead }, (why, exited) => {
+      if (exited) pids.splice(pids.indexOf(pid), 1); // reaped
+      return fail(why, exited ? FUSE_HINT : undefined);
+    });
+    return { ns, root: `/proc/${pid}/root`, mountPoint: o.mountPoint, fusePid: pid, close };
   } catch (e) {
     close();
     throw e;
   }
+}
+
+/** poll(2)'s events (asm-generic/poll.h). */
+const POLLIN = 0x1;
+const POLLPRI = 0x2;
+const POLLHUP = 0x10;
+
+/**
+ * Wait (bounded) until squashfuse's mount shows in its namespace, or it
+ * exits. poll(2) wakes on a change of the mount table (mountinfo, when it
+ * could be opened) or on squashfuse's messages and exit (errRead's EOF);
+ * each wait is short, so den still sees signals meanwhile.
+ */
+async function waitForMount(
+  pid: number,
+  o: SquashOptions & { before: number; mountinfo: number; errRead: number },
+  fail: (why: string, exited: boolean) => DenError,
+): Promise<void> {
+  const { mountinfo, errRead } = o;
+  const lc = libc();
+  const timeoutMs = o.timeoutMs ?? 10_000;
+  const deadline = Date.now() + timeoutMs;
+  const status = new Int32Array(1);
+  // What squashfuse said, for the error line.
+  const decoder = new TextDecoder();
+  let said = "";
+  // struct pollfd { int fd; short events; short revents; } x 2
+  const pfd = new Int32Array(4);
+  const events = new Int16Array(pfd.buffer);
+  pfd[0] = mountinfo;
+  events[2] = POLLPRI;
+  pfd[2] = errRead;
+  events[6] = POLLIN;
+  for (;;) {
+    if (fuseMountsAt(pid, o.mountPoint) > o.before) return;
+    if (lc.waitpid_now(pid, new Uint8Array(status.buffer), WNOHANG) === pid) {
+      said += decoder.decode(readFull(errRead, 4096));
+      const text = said.trim().split("\n").filter((l) => l.trim() !== "");
+      const why = text.length ? `: ${text.join("; ")}` : "";
+      throw fail(`squashfuse ${describeStatus(status[0]!)}${why}`, true);
+    }
+    const left = deadline - Date.now();
+    if (left <= 0) throw fail(`squashfuse did not mount it within ${timeoutMs / 1000} s`, false);
+    events[3] = events[7] = 0;
+    // Without mountinfo to wake on, look again every few milliseconds.
+    const n = lc.poll(new Uint8Array(pfd.buffer), 2n, Math.min(left, mountinfo < 0 ? 2 : 20));
+    if (n > 0 && events[7]! & POLLIN) said += decoder.decode(readSome(errRead), { stream: true });
+    if (n > 0 && events[7]! & POLLHUP) pfd[2] = -1; // exited: waitpid() says how
+    if (n === 0) await new Promise((ok) => setTimeout(ok, 0)); // let signals in
+  }
+}
+
+/** One read(2) of what is there (poll said so). */
+function readSome(fd: number): Uint8Array {
+  const buf = new Uint8Array(4096);
+  const r = Number(libc().read(fd, buf, BigInt(buf.length)));
+  return buf.subarray(0, Math.max(r, 0));
 }
 
 /** Why squashfuse fails in a user namespace, as one line of advice. */
