@@ -152,8 +152,18 @@ export async function mountSquash(o: SquashOptions): Promise<SquashMount> {
     steps.push({ op: "squashfuse: can't set capabilities" });
     chain.reported("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_SYS_ADMIN, 0, 0);
     steps.push({ op: "squashfuse: can't keep CAP_SYS_ADMIN" });
+    // The gate, as for a container's command: den writes the path's first
+    // byte once the steps above are reported, so after PR_SET_PDEATHSIG.
+    // Had den died before, the read sees EOF, the path stays empty and
+    // execvp() fails: no squashfuse outlives den.
+    const file = cString(o.squashfuse);
+    const gateByte = file[0]!;
+    file[0] = 0;
+    const fileBuf = chain.buffer(file.length);
+    fileBuf.bytes.set(file);
+    chain.call("read", syncRead, fileBuf.address, 1);
     const argv = [o.squashfuse, "-f", o.image, o.mountPoint];
-    chain.call("execvp", chain.str(o.squashfuse), chain.strv(argv));
+    chain.call("execvp", fileBuf.address, chain.strv(argv));
     chain.reportErrno();
     chain.call("_exit", 127);
     const pid = chain.clone(CLONE_NEWUSER | CLONE_NEWNS | SIGCHLD);
@@ -173,17 +183,17 @@ export async function mountSquash(o: SquashOptions): Promise<SquashMount> {
     // A copy of den's mounts: the host may have a FUSE mount there too.
     const before = fuseMountsAt(pid, o.mountPoint);
     lc.write(syncWrite, new Uint8Array([1]), 1n);
-    const codes = readReports(reportRead, steps.length + 1);
-    chain.release();
+    const codes = readReports(reportRead, steps.length);
     for (let i = 0; i < steps.length; i++) {
       const c = codes[i];
       if (c === undefined) throw fail("squashfuse's starter died");
       if (c !== 0) throw errnoError(steps[i]!.op, c);
     }
-    if (codes.length > steps.length) {
-      const c = codes[steps.length]!;
-      throw fail(`can't execute ${o.squashfuse}: ${strerror(c)}`);
-    }
+    lc.write(syncWrite, new Uint8Array([gateByte]), 1n);
+    // EOF when execvp() succeeded (the report pipe is close-on-exec).
+    const exec = readReports(reportRead, 1)[0];
+    chain.release();
+    if (exec !== undefined) throw fail(`can't execute ${o.squashfuse}: ${strerror(exec)}`);
     const { openNamespaces } = await rendezvous;
     ns = { ...openNamespaces(pid), ownerPid: Deno.pid };
     await waitForMount(pid, { ...o, before, mountinfo, errRead }, (why, exited) => {
