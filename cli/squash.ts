@@ -10,9 +10,10 @@ export const SQUASH_USAGE = `Usage: den unpack [OPTION...] ARCHIVE DEST.sqfs
        den unpack --squashfs [OPTION...] ARCHIVE DEST
 
 Unpack ARCHIVE as den unpack does, then pack the tree into one SquashFS file
-(mksquashfs, zstd): the same archive gives the same bytes. Times are set to
-$SOURCE_DATE_EPOCH (default 0); files keep the unpacking user's ownership.
-DEST appears whole or not at all.
+(mksquashfs, zstd): the same archive gives the same bytes. Files keep the
+archive's times (Python checks its .pyc files against them); what den adds
+(mount points, ch/) and the file system get $SOURCE_DATE_EPOCH (default 0).
+Files keep the unpacking user's ownership. DEST appears whole or not at all.
 
       --arch=ARCH    platform of a multi-platform archive
   -f, --force        replace DEST if it exists
@@ -45,7 +46,11 @@ export function wantsSquash(args: string[]): boolean {
     (parsed.positionals.at(-1)?.endsWith(".sqfs") ?? false);
 }
 
-/** mksquashfs's arguments for a reproducible image of dir at file. */
+/**
+ * mksquashfs's arguments for a reproducible image of dir at file. Not
+ * -all-time: Python's .pyc files record their source's mtime and are
+ * compiled again, every start, when it differs (imports took twice as long).
+ */
 export function mksquashfsArgs(dir: string, file: string, epoch: string): string[] {
   return [
     dir,
@@ -55,8 +60,6 @@ export function mksquashfsArgs(dir: string, file: string, epoch: string): string
     "zstd",
     "-reproducible",
     "-mkfs-time",
-    epoch,
-    "-all-time",
     epoch,
     "-no-xattrs",
     "-quiet",
@@ -209,8 +212,30 @@ export function writeSquash(
     let dir: string;
     if ("fill" in o.source) {
       dir = `${tmp}/root`;
+      // What den makes has the time it was made; what the layers hold has
+      // their times. The coarse clock of file times lags by a tick or so.
+      const since = (Date.now() - 20) / 1000;
       await o.source.fill(dir);
       pinUnpackTime(dir, Number(epoch));
+      // GNU find and touch, never following a link (-P, -h).
+      await run(
+        "find",
+        [
+          dir,
+          "-newermt",
+          `@${since.toFixed(3)}`,
+          "-exec",
+          "touch",
+          "-h",
+          "-c",
+          "-d",
+          `@${epoch}`,
+          "--",
+          "{}",
+          "+",
+        ],
+        { path: dest, hint: "install findutils and coreutils" },
+      );
     } else {
       dir = o.source.dir;
     }

@@ -19,6 +19,9 @@ const work = ignore ? undefined : tempDir("den-squash-test-");
 const TAR = `${work?.path}/bb.tar`;
 if (work) {
   const img = buildBusyboxImage(`${work.path}/img`);
+  // An old file: its time must survive (Python checks .pyc files against it).
+  const old = new Date("2020-01-01T00:00:00Z");
+  Deno.utimeSync(`${img}/etc/image-marker`, old, old);
   const r = new Deno.Command("tar", { args: ["-C", img, "-cf", TAR, "."] }).outputSync();
   if (!r.success) throw new Error("tar failed");
   Deno.chmodSync(TAR, 0o644);
@@ -50,6 +53,7 @@ t(
       ok(names.some((n) => n === `squashfs-root/${p}` || n?.startsWith(`squashfs-root/${p}`)), p);
     }
     match(listing(a)[0]!, / 1970-01-01 00:00 squashfs-root$/);
+    ok(listing(a).some((l) => / 2020-01-01 00:00 squashfs-root\/etc\/image-marker$/.test(l)));
   },
 );
 
