@@ -181,8 +181,8 @@ export async function makeBeside<T>(
     checkSignal();
     // A directory cannot be replaced by one rename: move DEST aside first
     // (it goes with the temporary directory).
-    if (lstat(dest)?.isDirectory) Deno.renameSync(dest, `${tmp}/old`);
     try {
+      if (lstat(dest)?.isDirectory) Deno.renameSync(dest, `${tmp}/old`);
       Deno.renameSync(made, dest);
     } catch (e) {
       throw new DenError(o.op, osMessage(e), { path: dest });
