@@ -103,6 +103,34 @@ t("den run IMG.sqfs without squashfuse fails in one line, exit 31", async () => 
   equal(lines.length, 2);
 });
 
+t(
+  "a squashfuse that never mounts: one line after DEN_SQUASH_TIMEOUT, exit 31, nothing left",
+  async () => {
+    // Found before the real ones on PATH; den SIGKILLs it at the timeout.
+    const bin = `${work!.path}/hang-bin`;
+    Deno.mkdirSync(bin);
+    Deno.writeTextFileSync(`${bin}/squashfuse_ll`, "#!/bin/sh\necho starting >&2\nexec sleep 37\n");
+    Deno.chmodSync(`${bin}/squashfuse_ll`, 0o755);
+    Deno.chmodSync(bin, 0o755);
+    const started = Date.now();
+    const r = await den(["run", SQFS, "--", "true"], {
+      env: { PATH: `${bin}:/usr/bin:/bin`, DEN_SQUASH_TIMEOUT: "1" },
+    });
+    equal(r.code, 31, r.stderr);
+    equal(
+      r.stderr.split("\n")[0],
+      `den: error: can't mount ${SQFS}: squashfuse did not mount it within 1 s`,
+    );
+    ok(Date.now() - started < 5000);
+    const { uid } = testUser();
+    const left = new Deno.Command("pgrep", {
+      args: ["-u", String(uid), "-f", "sleep 37"],
+      stdout: "piped",
+    }).outputSync();
+    equal(new TextDecoder().decode(left.stdout), "");
+  },
+);
+
 t("den run of a file that is not SquashFS inside fails in one line, exit 31", async () => {
   const bad = `${work!.path}/bad.sqfs`;
   Deno.writeFileSync(bad, new TextEncoder().encode("hsqs but not really"));
