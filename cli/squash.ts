@@ -1,5 +1,6 @@
 // `den unpack ARCHIVE IMG.sqfs` (or --squashfs): one reproducible SquashFS
-// file, built with mksquashfs from a temporary unpacked directory.
+// file, built with mksquashfs from a temporary unpacked directory. Its
+// writeSquash() and makeBeside() also make den pull's and den convert's.
 
 import { countFlag, lastValue, type OptionSpec, parseArgv } from "./args.ts";
 import { DenError, osMessage, usageError } from "../error.ts";
