@@ -164,6 +164,37 @@ t("den convert of a hostile .sqfs: links stay links, nothing outside DEST, no se
   equal((await den(["convert", "-q", "-f", hostile, dest])).code, 0);
 });
 
+t(
+  "den convert of a .sqfs with a name that climbs out (../../../x): refused, nothing written",
+  async () => {
+    // mksquashfs writes no such name: make one with a name of the same
+    // length, metadata uncompressed (-noI...), and rename it in the bytes.
+    const src = `${W}/climb-src`;
+    Deno.mkdirSync(`${src}/d`, { recursive: true });
+    Deno.writeTextFileSync(`${src}/d/abcdefghij`, "escaped\n");
+    const plain = `${W}/climb-plain.sqfs`;
+    const mk = new Deno.Command("mksquashfs", {
+      args: [src, plain, "-noI", "-noD", "-noF", "-noX", "-quiet", "-no-progress"],
+      stdout: "null",
+    }).outputSync();
+    ok(mk.success);
+    const bytes = Deno.readFileSync(plain);
+    const from = new TextEncoder().encode("abcdefghij");
+    const at = bytes.findIndex((_, i) => from.every((c, j) => bytes[i + j] === c));
+    ok(at > 0, "name not found in the file");
+    bytes.set(new TextEncoder().encode("../../../x"), at);
+    const climb = `${W}/climb.sqfs`;
+    Deno.writeFileSync(climb, bytes);
+    Deno.chmodSync(climb, 0o644);
+    // DEST's temporary is W/.climb-out.den-tmp-*/root: ../../../x from its d/ is W/x.
+    const r = await den(["convert", climb, `${W}/climb-out`]);
+    equal(r.code, 31, r.stderr);
+    match(oneError(r.stderr), /^den: error: unsquashfs .*\/climb\.sqfs: exit 1: /);
+    deepStrictEqual(named("x"), []);
+    deepStrictEqual(named("climb-out").concat(named(".climb-out")), []);
+  },
+);
+
 Deno.test({
   name: "convert tests clean up",
   ignore,
