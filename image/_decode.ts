@@ -15,6 +15,58 @@ export interface DecodeJob {
   algo?: string;
   /** Also sha256 the decompressed bytes (a docker/OCI diff_id). */
   hashUncompressed?: boolean;
+  /** The file is still being written by a download (see GrowingFile). */
+  growing?: SharedArrayBuffer;
+  /** Where the file is once complete, should `path` be renamed before it is opened. */
+  finalPath?: string;
+}
+
+/**
+ * A file that a download is still writing, shared with the thread that reads
+ * it: the first `available` bytes are written, and `state` says whether more
+ * will come. A reader that catches up waits (Atomics.wait: worker threads
+ * only) instead of taking the end of the file for the end of the blob.
+ */
+export class GrowingFile {
+  static readonly GROWING = 0n;
+  static readonly COMPLETE = 1n;
+  static readonly FAILED = 2n;
+  readonly #view: BigInt64Array;
+
+  /** A new one, or the same one on another thread (its `shared`). */
+  constructor(readonly shared = new SharedArrayBuffer(16)) {
+    this.#view = new BigInt64Array(shared);
+  }
+
+  /** Bytes now in the file (fewer after a download restarted from zero). */
+  written(n: number): void {
+    Atomics.store(this.#view, 0, BigInt(n));
+    Atomics.notify(this.#view, 0);
+  }
+
+  end(state: bigint): void {
+    Atomics.store(this.#view, 1, state);
+    Atomics.add(this.#view, 0, 0n);
+    Atomics.notify(this.#view, 0);
+  }
+}
+
+/**
+ * Wait until the growing file has a byte at `pos`: true when it has, false
+ * when the download completed short of it. Throws when the download failed.
+ */
+function waitForByte(shared: SharedArrayBuffer, pos: number, cancelled: () => boolean): boolean {
+  const v = new BigInt64Array(shared);
+  const at = BigInt(pos);
+  for (;;) {
+    if (cancelled()) throw new Error("cancelled");
+    const available = Atomics.load(v, 0);
+    if (available > at) return true;
+    const state = Atomics.load(v, 1);
+    if (state === GrowingFile.FAILED) throw new Error("download failed");
+    if (state === GrowingFile.COMPLETE) return false;
+    Atomics.wait(v, 0, available, 200);
+  }
 }
 
 export interface DecodeResult {
@@ -73,7 +125,13 @@ export async function decodeBlob(
 ): Promise<DecodeResult> {
   let file: Deno.FsFile;
   try {
-    file = Deno.openSync(job.path, { read: true });
+    try {
+      file = Deno.openSync(job.path, { read: true });
+    } catch (e) {
+      // A download renamed its file into place meanwhile.
+      if (!job.finalPath || !(e instanceof Deno.errors.NotFound)) throw e;
+      file = Deno.openSync(job.finalPath, { read: true });
+    }
   } catch (e) {
     // Name the file that could not be read (a layer blob), not DEST.
     const code = (e as { code?: string }).code;
@@ -92,7 +150,12 @@ export async function decodeBlob(
       let got = 0;
       while (got < want) {
         const n = file.readSync(buf.subarray(got, want));
-        if (n === null || n === 0) break;
+        if (n === null || n === 0) {
+          if (job.growing && waitForByte(job.growing, job.offset + read + got, cancelled)) {
+            continue;
+          }
+          break;
+        }
         got += n;
       }
       left -= got;

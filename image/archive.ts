@@ -4,7 +4,13 @@
 // layer's bytes are, with the digests they must have.
 import { createHash } from "node:crypto";
 import { DenError, osMessage } from "../error.ts";
-import { decodeBlob, type DecodeSink, emitSink, sniffCompression } from "./_decode.ts";
+import {
+  decodeBlob,
+  type DecodeSink,
+  emitSink,
+  type GrowingFile,
+  sniffCompression,
+} from "./_decode.ts";
 import { quote } from "./entry_path.ts";
 import { sameImageRef } from "./ref.ts";
 import { BLOCK } from "./tar_header.ts";
@@ -19,6 +25,17 @@ export interface LayerSource {
   digest?: string;
   /** Expected "sha256:hex" of the uncompressed tar (config rootfs.diff_ids). */
   diffId?: string;
+  /** Set while the blob is still being downloaded (den pull). */
+  download?: LayerDownload;
+}
+
+/** A layer blob on its way into `path`. */
+export interface LayerDownload {
+  /** Settles once there is a file to read: the blob being written (with
+   * `growing`), or the complete blob. Rejects when the download failed. */
+  started: Promise<{ path: string; growing?: GrowingFile }>;
+  /** Settles when the complete, verified blob is at LayerSource.path. */
+  done: Promise<void>;
 }
 
 export type ArchiveFormat =
@@ -26,7 +43,8 @@ export type ArchiveFormat =
   | "oci-archive"
   | "oci-dir"
   | "docker-dir"
-  | "rootfs-tar";
+  | "rootfs-tar"
+  | "registry";
 
 /** The chosen image of an archive. */
 export interface ImageSource {

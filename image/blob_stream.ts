@@ -66,6 +66,11 @@ export class BlobDecoder {
     }
   }
 
+  /** Whether blobs are decoded on worker threads (which may wait for a growing file). */
+  get threaded(): boolean {
+    return this.#useWorkers && this.#workers.length > 0;
+  }
+
   close(): void {
     for (const w of this.#workers) w.terminate();
     this.#workers = [];

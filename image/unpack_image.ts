@@ -2,7 +2,8 @@
 // into a temporary directory beside DEST (.DEST.den-tmp-XXXX) that is renamed
 // into place at the end and removed on any failure or SIGINT/SIGTERM.
 import { DenError, osMessage } from "../error.ts";
-import { type ArchiveFormat, openArchive } from "./archive.ts";
+import { type ArchiveFormat, type ImageSource, openArchive } from "./archive.ts";
+import type { GrowingFile } from "./_decode.ts";
 import { exchangePaths } from "./_exchange.ts";
 import { BlobDecoder, type BlobStream } from "./blob_stream.ts";
 import { quote } from "./entry_path.ts";
@@ -37,6 +38,8 @@ export interface UnpackOptions {
   onWarning?: (msg: string) => void;
   /** Decoder threads (0: decode on the main thread). Default 2. */
   workers?: number;
+  /** Awaited once the tree is complete, before it replaces DEST; a throw cancels. */
+  beforeInstall?: () => Promise<void>;
 }
 
 export interface UnpackResult {
@@ -73,8 +76,32 @@ const RUNTIME_FILES = ["hosts", "resolv.conf", "passwd", "group"];
  * console.log(`${r.layers} layers, ${r.stats.files} files`);
  * ```
  */
-export async function unpackImage(
+export function unpackImage(
   archive: string,
+  dest: string,
+  options: UnpackOptions = {},
+): Promise<UnpackResult> {
+  return unpackSource(
+    (scratch, signal) =>
+      openArchive(archive, {
+        image: options.image,
+        arch: options.arch,
+        scratch,
+        warn: options.onWarning,
+        signal,
+      }),
+    dest,
+    options,
+  );
+}
+
+/**
+ * Unpack the image that `open` chooses (given a scratch directory beside DEST
+ * and the signal that interrupts) into `dest`, atomically. Layers still being
+ * downloaded (LayerSource.download) are decoded as their bytes arrive.
+ */
+export async function unpackSource(
+  open: (scratch: string, signal: AbortSignal) => Promise<ImageSource>,
   dest: string,
   options: UnpackOptions = {},
 ): Promise<UnpackResult> {
@@ -134,40 +161,58 @@ export async function unpackImage(
   };
   try {
     Deno.mkdirSync(rootfs, { mode: 0o755 });
-    const source = await openArchive(archive, {
-      image: options.image,
-      arch: options.arch,
-      scratch: tmp,
-      warn: options.onWarning,
-      signal: abort.signal,
-    });
+    const source = await open(tmp, abort.signal);
     checkSignal();
     const stats = newStats();
     const writer = new LayerWriter(rootfs, stats);
     const n = source.layers.length;
-    const open = (i: number) => {
+    const openLayer = async (i: number, after: Promise<unknown>) => {
       const l = source.layers[i]!;
-      const algo = l.digest?.split(":")[0];
+      let path = l.path;
+      let growing: GrowingFile | undefined;
+      if (l.download && decoder.threaded) ({ path, growing } = await l.download.started);
+      else if (l.download) await l.download.done;
+      await after.catch(() => {});
       return decoder.open({
-        path: l.path,
+        path,
+        finalPath: l.path,
+        growing: growing?.shared,
         offset: l.offset,
         size: l.size,
-        algo,
+        // A blob read as it downloads is hashed by its download (below).
+        algo: growing ? undefined : l.digest?.split(":")[0],
         hashUncompressed: !!l.diffId && l.diffId !== l.digest,
       });
     };
-    let next: BlobStream | undefined = n > 0 ? open(0) : undefined;
+    // Blobs go to the decoder in layer order: a decoder thread works through
+    // its jobs in turn, and one the consumer is not reading yet would stall
+    // it once its ring is full. (Downloads may start in any order.)
+    let previous: Promise<unknown> = Promise.resolve();
+    const opening = (i: number) => {
+      const after = previous;
+      const p = openLayer(i, after);
+      previous = p;
+      // An unhandled rejection would end the process: errors surface at await.
+      p.catch(() => {});
+      return p;
+    };
+    const cancelOpening = (p: Promise<BlobStream> | undefined) => {
+      p?.then((s) => s.cancel(), () => {});
+    };
+    let next: Promise<BlobStream> | undefined = n > 0 ? opening(0) : undefined;
     let lastReport = 0;
     let lastYield = performance.now();
     for (let i = 0; i < n; i++) {
       const layer = source.layers[i]!;
-      const stream = next!;
-      current = stream;
-      // Decode the next layer while this one is written (bounded window).
-      next = i + 1 < n ? open(i + 1) : undefined;
-      writer.startLayer();
+      let stream: BlobStream | undefined;
       const parser = new TarParser(writer);
       try {
+        const opened = next!;
+        // Decode the next layer while this one is written (bounded window).
+        next = i + 1 < n ? opening(i + 1) : undefined;
+        stream = await opened;
+        current = stream;
+        writer.startLayer();
         checkSignal();
         for await (const chunk of stream.chunks()) {
           checkSignal();
@@ -205,7 +250,11 @@ export async function unpackImage(
         if (r.read !== layer.size) {
           throw new DenError("", `layer blob truncated: read ${r.read} of ${layer.size} bytes`);
         }
-        if (layer.digest && r.digest !== layer.digest) {
+        if (layer.download && !r.digest) {
+          // Read while downloading: the bytes read are the file's, which the
+          // download verifies (and compares, should it start over).
+          await layer.download.done;
+        } else if (layer.digest && r.digest !== layer.digest) {
           throw new DenError("", `digest mismatch: expected ${layer.digest}, got ${r.digest}`);
         }
         const diffId = r.diffId ?? (r.compression === "none" ? r.digest : undefined);
@@ -213,9 +262,9 @@ export async function unpackImage(
           throw new DenError("", `diff_id mismatch: expected ${layer.diffId}, got ${diffId}`);
         }
       } catch (e) {
-        stream.cancel();
+        stream?.cancel();
         await writer.abort();
-        next?.cancel();
+        cancelOpening(next);
         checkSignal();
         const inner = e instanceof DenError
           ? e
@@ -234,6 +283,7 @@ export async function unpackImage(
     metadata.layers = n;
     metadata.size = stats.bytes;
     writeImageMetadata(rootfs, metadata);
+    await options.beforeInstall?.();
     checkSignal();
     replaced = install(rootfs, dest, !!options.force);
     return {

@@ -7,32 +7,19 @@
 // (file_lock.ts), so each blob is downloaded once: the others wait and then
 // find it in the cache.
 import { createHash } from "node:crypto";
-import { DenError } from "../../error.ts";
-import { networkReason, type RegistryClient } from "./client.ts";
+import type { RegistryClient } from "./client.ts";
+import { downloadBlob, type Downloader, partPath, type TransferOptions } from "./download.ts";
 import { lockFile } from "./file_lock.ts";
 import type { Descriptor } from "./manifest.ts";
 
-export interface FetchBlobOptions {
-  signal?: AbortSignal;
-  /** Called with the number of new bytes written (for progress). */
-  onBytes?: (n: number) => void;
-  /** A transfer with no data for this long is abandoned and resumed (default 30 s). */
-  stallMs?: number;
-  /** Transfers of one blob (first one and resumptions after drops or stalls). */
-  attempts?: number;
-  log?: (msg: string) => void;
+export interface FetchBlobOptions extends TransferOptions {
   /** Hash a blob found in the cache when it is at most this large (default 4 MiB):
    * one that does not match is removed and downloaded again. */
   verifyHitsUpTo?: number;
   /** A lock of another node that does not change for this long is stale (default 5 min). */
   lockStaleMs?: number;
-}
-
-class Stalled extends Error {}
-
-/** A temporary file beside `final`, of this process, renamed to it when complete. */
-function partPath(final: string): string {
-  return `${final}.${Deno.pid}-${crypto.randomUUID().slice(0, 8)}.part`;
+  /** Transfer on this thread (default: here, on the calling thread). */
+  downloader?: Downloader;
 }
 
 /** Blobs of all pulled images, by sha256. */
@@ -126,107 +113,13 @@ export class BlobCache {
       }
       try {
         if (await hit()) return true;
-        await this.#download(client, d, opts);
+        const final = this.path(d.digest);
+        if (opts.downloader) await opts.downloader.download(client, d, final, opts);
+        else await downloadBlob(client, d, final, opts);
         return false;
       } finally {
         lock.release();
       }
-    }
-  }
-
-  async #download(
-    client: RegistryClient,
-    d: Descriptor,
-    opts: FetchBlobOptions,
-  ): Promise<void> {
-    const final = this.path(d.digest);
-    const tmp = partPath(final);
-    const file = await Deno.open(tmp, { createNew: true, write: true, mode: 0o644 });
-    const what = `blob ${d.digest}`;
-    const path = `/v2/${client.ref.repository}/blobs/${d.digest}`;
-    const attempts = opts.attempts ?? 5;
-    const stallMs = opts.stallMs ?? 30_000;
-    let closed = false;
-    try {
-      let hash = createHash("sha256");
-      let written = 0;
-      for (let attempt = 1;; attempt++) {
-        const headers: Record<string, string> = { "accept-encoding": "identity" };
-        if (written > 0) headers.range = `bytes=${written}-`;
-        const res = await client.get(path, what, headers);
-        if (res.status === 404) {
-          await res.body?.cancel();
-          throw new DenError("", `${what}: not found in ${client.ref.registry}`);
-        }
-        const resumed = written > 0 && res.status === 206 &&
-          new RegExp(`^bytes ${written}-`).test(res.headers.get("content-range") ?? "");
-        if (written > 0 && !resumed && res.status === 200) {
-          // The registry ignored the Range: start over.
-          await file.truncate(0);
-          await file.seek(0, Deno.SeekMode.Start);
-          opts.onBytes?.(-written);
-          hash = createHash("sha256");
-          written = 0;
-        } else if (!resumed && res.status !== 200) {
-          await res.body?.cancel();
-          throw new DenError("", `${what}: HTTP ${res.status} from ${client.ref.registry}`);
-        }
-        if (!res.body) throw new DenError("", `${what}: empty answer`);
-        const reader = res.body.getReader();
-        let failure: unknown;
-        try {
-          for (;;) {
-            let timer: ReturnType<typeof setTimeout> | undefined;
-            const stall = new Promise<never>((_, reject) => {
-              timer = setTimeout(() => reject(new Stalled()), stallMs);
-            });
-            let r: ReadableStreamReadResult<Uint8Array>;
-            try {
-              r = await Promise.race([reader.read(), stall]);
-            } finally {
-              clearTimeout(timer);
-            }
-            if (r.done) break;
-            const chunk = r.value;
-            if (written + chunk.length > d.size) {
-              throw new DenError("", `${what}: larger than the ${d.size} bytes the manifest says`);
-            }
-            for (let off = 0; off < chunk.length;) off += await file.write(chunk.subarray(off));
-            hash.update(chunk);
-            written += chunk.length;
-            opts.onBytes?.(chunk.length);
-          }
-        } catch (e) {
-          if (e instanceof DenError || opts.signal?.aborted) throw e;
-          failure = e;
-          reader.cancel().catch(() => {});
-        }
-        if (!failure && written === d.size) break;
-        const why = failure instanceof Stalled
-          ? `no data for ${stallMs / 1000} s`
-          : failure
-          ? networkReason(failure)
-          : `connection closed after ${written} of ${d.size} bytes`;
-        if (attempt >= attempts) {
-          throw new DenError("", `${what}: ${why} (gave up after ${attempts} attempts)`);
-        }
-        opts.log?.(`${what}: ${why}; resuming at byte ${written}`);
-      }
-      const got = `sha256:${hash.digest("hex")}`;
-      if (got !== d.digest) {
-        throw new DenError("", `${what}: digest mismatch (got ${got})`);
-      }
-      file.close();
-      closed = true;
-      Deno.renameSync(tmp, final);
-    } catch (e) {
-      if (!closed) file.close();
-      try {
-        Deno.removeSync(tmp);
-      } catch {
-        // already gone
-      }
-      throw e;
     }
   }
 }

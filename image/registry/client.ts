@@ -27,6 +27,14 @@ export interface ClientOptions {
   caCerts?: string[];
   /** Use these instead of looking in the auth files (den login checks them). */
   credentials?: Credentials;
+  /** Start where another client is (its session): scheme and authorization known. */
+  session?: ClientSession;
+}
+
+/** What a client learnt by talking to the registry: where it answers, and the authorization it took. */
+export interface ClientSession {
+  base?: string;
+  authorization?: string;
 }
 
 type Send = (url: URL, headers: Headers, signal?: AbortSignal) => Promise<Response>;
@@ -117,6 +125,13 @@ export class RegistryClient {
       ? caSend(httpClient(options.caCerts))
       : fetchSend;
     this.#attempts = options.attempts ?? 4;
+    this.#base = options.session?.base;
+    this.#authorization = options.session?.authorization;
+  }
+
+  /** This client's session, for a client on another thread to start from. */
+  get session(): ClientSession {
+    return { base: this.#base, authorization: this.#authorization };
   }
 
   #log(msg: string) {

@@ -1,17 +1,20 @@
 // den pull: a manifest from a registry, the platform's image, its blobs into
-// the cache (in parallel, verified while they stream), then an OCI layout of
-// links to the cached blobs that unpackImage() turns into DEST, as for
-// `den unpack`.
+// the cache (in parallel, verified while they stream), each layer unpacked
+// into DEST (as by `den unpack`) while it downloads.
 import { createHash } from "node:crypto";
 import { DenError } from "../../error.ts";
 import { hostArch } from "../archive.ts";
 import { readImageMetadata } from "../metadata.ts";
 import { parseImageRef } from "../ref.ts";
-import { makeTreeRemovable, secureStorage } from "../store.ts";
-import { unpackImage, type UnpackProgress, type UnpackResult } from "../unpack_image.ts";
+import { secureStorage } from "../store.ts";
+import type { ImageSource, LayerDownload } from "../archive.ts";
+import { GrowingFile } from "../_decode.ts";
+import { type UnpackProgress, type UnpackResult, unpackSource } from "../unpack_image.ts";
 import { BlobCache } from "./blobs.ts";
 import { registryCaCerts } from "./certs.ts";
+import { Downloader } from "./download.ts";
 import { type Lock, lockFile } from "./file_lock.ts";
+import { type PullRegistration, registerPull } from "./gc.ts";
 import { readBytesLimited, RegistryClient } from "./client.ts";
 import {
   choosePlatform,
@@ -128,8 +131,16 @@ export async function pullImage(
       }
     }
   };
-  let layout: string | undefined;
   let nameLock: Lock | undefined;
+  let registration: PullRegistration | undefined;
+  // Layers are transferred on a thread of their own (started now, it is
+  // ready by the time the manifest is read).
+  let downloader: Downloader | undefined;
+  try {
+    downloader = new Downloader();
+  } catch {
+    downloader = undefined; // no workers here: transfers run on this thread
+  }
   try {
     const storage = secureStorage(options.storage, true);
     const cache = new BlobCache(`${storage}/blobs/sha256`);
@@ -187,7 +198,9 @@ export async function pullImage(
     const blobs = [image.config, ...image.layers];
     const unique = [...new Map(blobs.map((b) => [b.digest, b])).values()];
     const total = unique.reduce((n, b) => n + b.size, 0);
-    const progress = { done: 0, bytes: 0, downloaded: 0, cached: 0, fetched: 0 };
+    const progress = { done: 0, bytes: 0, fetched: 0 };
+    /** Blobs downloaded now; the others came from the cache. */
+    const downloaded = new Set<string>();
     const hits: Descriptor[] = [];
     let lastReport = 0;
     const report = (force = false) => {
@@ -202,85 +215,134 @@ export async function pullImage(
         elapsed: (now - start) / 1000,
       });
     };
-    const fetchOne = async (d: Descriptor) => {
-      const hit = await cache.fetch(client, d, {
-        signal: abort.signal,
-        stallMs: (options.stallSeconds ?? 30) * 1000,
-        log: options.log,
-        onBytes: (n) => {
-          progress.bytes += n;
-          progress.fetched += n;
-          report();
-        },
-      });
+    const fetchOne = async (d: Descriptor, download?: Download) => {
+      let hit: boolean;
+      try {
+        hit = await cache.fetch(client, d, {
+          signal: abort.signal,
+          stallMs: (options.stallSeconds ?? 30) * 1000,
+          log: options.log,
+          onBytes: (n) => {
+            progress.bytes += n;
+            progress.fetched += n;
+            report();
+          },
+          onStart: download && ((path) => download.begin(path)),
+          downloader: download && downloader,
+          growing: download?.growing,
+        });
+      } catch (e) {
+        download?.fail(e);
+        throw e;
+      }
+      download?.complete(cache.path(d.digest));
       if (hit) {
         hits.push(d);
-        progress.cached++;
         progress.bytes += d.size;
-      } else progress.downloaded++;
+      } else downloaded.add(d.digest);
       progress.done++;
       report();
     };
+    // gc (in another process) keeps these blobs while this pull lasts.
+    registration = registerPull(storage, [manifestDigest, ...unique.map((b) => b.digest)]);
     await fetchOne(image.config);
     const config = readConfig(cache.path(image.config.digest), image.config.digest);
     const unpackArch = checkArch(config, options.arch, wantArch, options.onWarning);
-    await parallel(
-      unique.filter((b) => b.digest !== image.config.digest),
-      Math.max(1, options.jobs ?? 4),
-      fetchOne,
-      (e) => abort.abort(e),
-    );
-    report(true);
-    abort.signal.throwIfAborted();
-
-    // An OCI layout of links into the cache, beside the cache so links work.
+    checkDiffIds(config, image.layers.length, image.config.digest);
     cache.put(manifestDigest, manifestBytes);
-    const unpackFromCache = async () => {
-      if (layout) removeLayout(layout);
-      layout = makeLayout(storage, cache, ref.text, {
-        mediaType: image.mediaType,
-        digest: manifestDigest,
-        size: manifestBytes.length,
-      }, unique);
-      // unpackImage takes SIGINT/SIGTERM from here on (and cleans up after itself).
-      removeHandlers();
-      abort.signal.throwIfAborted();
-      return await unpackImage(layout, dest, {
-        force: options.force || options.stored,
-        arch: unpackArch,
-        onProgress: options.onUnpack,
-        onWarning: options.onWarning,
-      });
+
+    // Layers download in parallel, and each is unpacked (in order) while it
+    // streams in: unpackSource decodes a blob as its bytes reach the cache's
+    // temporary file, and checks its digest again at the end. DEST is
+    // installed only after every blob is verified in the cache.
+    const layerBlobs = unique.filter((b) => b.digest !== image.config.digest);
+    /** Cached blobs that fail verification (they may explain a failed unpack); removed. */
+    const damagedHits = async () => {
+      const bad: Descriptor[] = [];
+      for (const d of hits.splice(0)) {
+        if (await cache.verify(d)) hits.push(d);
+        else bad.push(d);
+      }
+      return bad;
     };
-    let unpack: UnpackResult;
-    try {
-      unpack = await unpackFromCache();
-    } catch (e) {
+    const unpackOnce = async (): Promise<UnpackResult | Descriptor[]> => {
+      const downloads = new Map(layerBlobs.map((d) => [d.digest, new Download()]));
+      let failure: unknown;
+      const all = parallel(
+        layerBlobs,
+        Math.max(1, options.jobs ?? 4),
+        (d) => fetchOne(d, downloads.get(d.digest)),
+        (e) => {
+          failure = e;
+          abort.abort(e);
+        },
+      ).then(() => report(true), (e) => {
+        failure ??= e;
+        for (const d of downloads.values()) d.fail(e);
+      });
+      const source: ImageSource = {
+        format: "registry",
+        name: ref.text,
+        digest: manifestDigest,
+        config,
+        // Each layer is verified by its digest, which the manifest (itself
+        // verified) names: the uncompressed diff_ids add nothing to that,
+        // and hashing every uncompressed byte again costs a core for a while.
+        layers: image.layers.map((d) => ({
+          path: cache.path(d.digest),
+          offset: 0,
+          size: d.size,
+          digest: d.digest,
+          download: downloads.get(d.digest),
+        })),
+      };
+      try {
+        return await unpackSource(() => Promise.resolve(source), dest, {
+          force: options.force || options.stored,
+          arch: unpackArch,
+          onProgress: options.onUnpack,
+          onWarning: options.onWarning,
+          beforeInstall: async () => {
+            await all;
+            if (failure !== undefined) throw failure;
+          },
+        });
+      } catch (e) {
+        // A failed download explains a failed unpack, and so may a damaged
+        // cached blob (downloaded again); anything else stops the downloads.
+        const downloadFailure = failure;
+        if (downloadFailure === undefined && e instanceof DenError && !e.options.exitCode) {
+          const bad = await damagedHits();
+          if (bad.length) {
+            await all;
+            if (failure !== undefined) throw failure;
+            return bad;
+          }
+        }
+        if (downloadFailure === undefined) abort.abort(e);
+        await all;
+        throw downloadFailure ?? e;
+      }
+    };
+    let unpack = await unpackOnce();
+    if (Array.isArray(unpack)) {
       // Layers from the cache are verified as they are unpacked: a damaged
       // one (disk, a hand edit) is removed and downloaded again, once.
-      if (!(e instanceof DenError) || e.options.exitCode !== undefined || hits.length === 0) {
-        throw e;
-      }
-      const bad: Descriptor[] = [];
-      for (const d of hits) if (!await cache.verify(d)) bad.push(d);
-      if (bad.length === 0) throw e;
-      addHandlers();
-      for (const d of bad) {
+      for (const d of unpack) {
         options.log?.(`blob ${d.digest}: the cached copy is damaged; downloading it again`);
-        progress.cached--;
-        progress.bytes -= d.size;
-        progress.done--;
-        await fetchOne(d);
       }
-      unpack = await unpackFromCache();
+      progress.done = 1;
+      progress.bytes = image.config.size;
+      unpack = await unpackOnce();
+      if (Array.isArray(unpack)) throw new DenError("", "cached blobs keep being damaged");
     }
     return {
       ref: ref.text,
       digest: manifestDigest,
       dest,
       layers: image.layers.length,
-      downloaded: progress.downloaded,
-      cached: progress.cached,
+      downloaded: downloaded.size,
+      cached: unique.length - downloaded.size,
       bytes: progress.fetched,
       seconds: (performance.now() - start) / 1000,
       unpack,
@@ -300,53 +362,58 @@ export async function pullImage(
     });
   } finally {
     removeHandlers();
-    if (layout) removeLayout(layout);
     nameLock?.release();
+    registration?.release();
+    downloader?.close();
   }
 }
 
-/** An OCI layout in `storage` of links to the cached manifest and blobs. */
-function makeLayout(
-  storage: string,
-  cache: BlobCache,
-  name: string,
-  manifest: Descriptor,
-  blobs: Descriptor[],
-): string {
-  const layout = Deno.makeTempDirSync({ dir: storage, prefix: ".pull-" });
-  Deno.mkdirSync(`${layout}/blobs/sha256`, { recursive: true });
-  for (const digest of [manifest.digest, ...blobs.map((b) => b.digest)]) {
-    const from = cache.path(digest);
-    const to = `${layout}/blobs/sha256/${digest.slice(7)}`;
-    try {
-      Deno.linkSync(from, to);
-    } catch {
-      Deno.symlinkSync(from, to);
-    }
+/** A layer blob's download, as unpackSource follows it (LayerDownload). */
+class Download implements LayerDownload {
+  readonly growing = new GrowingFile();
+  readonly started: Promise<{ path: string; growing?: GrowingFile }>;
+  readonly done: Promise<void>;
+  #start!: (v: { path: string; growing?: GrowingFile }) => void;
+  #done!: () => void;
+  #fail: ((e: unknown) => void)[] = [];
+
+  constructor() {
+    this.started = new Promise((resolve, reject) => {
+      this.#start = resolve;
+      this.#fail.push(reject);
+    });
+    this.done = new Promise((resolve, reject) => {
+      this.#done = resolve;
+      this.#fail.push(reject);
+    });
+    // Rejections are seen by whoever awaits them; none may end the process.
+    this.started.catch(() => {});
+    this.done.catch(() => {});
   }
-  Deno.writeTextFileSync(`${layout}/oci-layout`, '{"imageLayoutVersion":"1.0.0"}\n');
-  Deno.writeTextFileSync(
-    `${layout}/index.json`,
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: "application/vnd.oci.image.index.v1+json",
-      manifests: [{
-        mediaType: manifest.mediaType,
-        digest: manifest.digest,
-        size: manifest.size,
-        annotations: { "org.opencontainers.image.ref.name": name },
-      }],
-    }) + "\n",
-  );
-  return layout;
+
+  /** The blob is being written at `path`. */
+  begin(path: string): void {
+    this.#start({ path, growing: this.growing });
+  }
+
+  /** The verified blob is at `path`. */
+  complete(path: string): void {
+    this.growing.end(GrowingFile.COMPLETE);
+    this.#start({ path });
+    this.#done();
+  }
+
+  fail(e: unknown): void {
+    this.growing.end(GrowingFile.FAILED);
+    for (const f of this.#fail) f(e);
+  }
 }
 
-function removeLayout(layout: string): void {
-  try {
-    makeTreeRemovable(layout);
-    Deno.removeSync(layout, { recursive: true });
-  } catch {
-    // best effort
+/** A config that lists diff_ids lists one per layer (as den unpack checks). */
+function checkDiffIds(config: Record<string, unknown>, layers: number, digest: string): void {
+  const ids = (config.rootfs as { diff_ids?: unknown } | undefined)?.diff_ids;
+  if (Array.isArray(ids) && ids.length !== layers) {
+    throw new DenError("", `config ${digest}: ${layers} layers but ${ids.length} diff_ids`);
   }
 }
 
