@@ -20,7 +20,7 @@ const LAYERS: [string, string[]][] = [
   ]],
 ];
 
-async function run(cmd: string[], opts: { cwd?: string } = {}): Promise<string> {
+export async function run(cmd: string[], opts: { cwd?: string } = {}): Promise<string> {
   const out = await new Deno.Command(cmd[0]!, {
     args: cmd.slice(1),
     cwd: opts.cwd,
@@ -37,7 +37,7 @@ async function sha256File(path: string): Promise<string> {
 }
 
 /** Build (once) the archive; returns its path and the layer files. */
-async function buildArchive(
+export async function buildArchive(
   dir: string,
 ): Promise<{ archive: string; layers: string[]; bytes: number }> {
   // v2: the config is named by its digest, as docker and podman write it
@@ -102,7 +102,7 @@ function exists(p: string): boolean {
 }
 
 /** Run under /usr/bin/time -v: wall seconds and peak RSS in KiB. */
-async function timed(cmd: string[]): Promise<{ seconds: number; rssKiB: number }> {
+export async function timed(cmd: string[]): Promise<{ seconds: number; rssKiB: number }> {
   const t0 = performance.now();
   const text = await run(["/usr/bin/time", "-v", ...cmd]);
   const seconds = (performance.now() - t0) / 1000;
@@ -111,7 +111,7 @@ async function timed(cmd: string[]): Promise<{ seconds: number; rssKiB: number }
 }
 
 /** Remove trees left by an earlier run; wait out ext4's reuse delay if any. */
-async function removeOld(dir: string): Promise<void> {
+export async function removeOld(dir: string): Promise<void> {
   let removed = false;
   for (const e of Deno.readDirSync(dir)) {
     if (e.name.startsWith("out")) {
