@@ -5,7 +5,12 @@ import { formatBytes } from "./image.ts";
 import { squashSummary, type SquashWritten, writeSquash } from "./squash.ts";
 import { errRaw, info, out, output, verbose, warn } from "./output.ts";
 import { checkImageName, imagePath, isImageName } from "../image/store.ts";
-import { type DownloadProgress, pullImage, type PullResult } from "../image/registry/pull.ts";
+import {
+  type DownloadProgress,
+  type LayerProgress,
+  pullImage,
+  type PullResult,
+} from "../image/registry/pull.ts";
 import { parsePullRef, storageNameOf } from "../image/registry/ref.ts";
 import type { UnpackProgress } from "../image/unpack_image.ts";
 
@@ -99,10 +104,21 @@ export async function pullCommand(args: string[]): Promise<number> {
   const quiet = countFlag(parsed, "quiet") > 0 || output.verbosity < 0;
   if (quiet) output.verbosity = -1;
   const tty = !quiet && Deno.stderr.isTerminal();
-  let drawn = false;
-  const draw = (line: string) => {
-    drawn = true;
-    errRaw(`\r\x1b[K${line}`);
+  // Downloads and unpacking overlap: one board shows both, redrawn in place.
+  let drawn = 0;
+  let downloaded: DownloadProgress | undefined;
+  let unpacked: UnpackProgress | undefined;
+  const draw = () => {
+    const columns = (() => {
+      try {
+        return Deno.consoleSize().columns || 80;
+      } catch {
+        return 80;
+      }
+    })();
+    const lines = progressLines(ref.text, downloaded, unpacked, columns);
+    errRaw((drawn ? `\x1b[${drawn}F` : "") + lines.map((l) => `\x1b[K${l}\n`).join("") + "\x1b[J");
+    drawn = lines.length;
   };
   const force = countFlag(parsed, "force") > 0;
   const pull = (into: string) =>
@@ -115,8 +131,8 @@ export async function pullCommand(args: string[]): Promise<number> {
       force: force && !squash,
       stored,
       stallSeconds,
-      onDownload: tty ? (p) => draw(downloadLine(ref.text, p)) : undefined,
-      onUnpack: tty ? (p) => draw(unpackLine(p)) : undefined,
+      onDownload: tty ? (p) => (downloaded = p, draw()) : undefined,
+      onUnpack: tty ? (p) => (unpacked = p, draw()) : undefined,
       onWarning: quiet ? undefined : (m) => warn(m),
       log: (m) => verbose(m),
     });
@@ -133,7 +149,7 @@ export async function pullCommand(args: string[]): Promise<number> {
       result = await pull(dest);
     }
   } finally {
-    if (drawn) errRaw("\r\x1b[K");
+    if (drawn) errRaw(`\x1b[${drawn}F\x1b[J`);
   }
   if (!result) throw new Error("internal error: pulled nothing");
   if (!quiet) {
@@ -157,16 +173,59 @@ export async function pullCommand(args: string[]): Promise<number> {
   return 0;
 }
 
-function downloadLine(ref: string, p: DownloadProgress): string {
-  const width = 20;
-  const done = p.total > 0 ? Math.min(width, Math.floor((p.bytes / p.total) * width)) : width;
-  const rate = p.elapsed > 0 ? p.bytes / p.elapsed : 0;
-  return `den: ${ref} [${"#".repeat(done)}${
-    "-".repeat(width - done)
-  }] ${p.done}/${p.blobs} blobs ` +
-    `${formatBytes(p.bytes)}/${formatBytes(p.total)}  ${formatBytes(rate)}/s`;
-}
+/** Layers listed one per line at most; beyond, those done are summed up. */
+const MAX_LAYER_LINES = 10;
 
-function unpackLine(p: UnpackProgress): string {
-  return `den: unpacking layer ${p.layer}/${p.layers}  ${p.files} files  ${formatBytes(p.bytes)}`;
+/**
+ * The progress board of a pull on a terminal: the image's totals, one bar
+ * per layer blob (bytes, rate, time left), and the layer being unpacked.
+ */
+export function progressLines(
+  ref: string,
+  d: DownloadProgress | undefined,
+  u: UnpackProgress | undefined,
+  columns: number,
+): string[] {
+  const lines: string[] = [];
+  const eta = (left: number, rate: number) => {
+    if (!(rate > 0) || !Number.isFinite(left / rate)) return "";
+    const s = Math.ceil(left / rate);
+    return `  ETA ${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+  };
+  if (!d) {
+    lines.push(`den: pulling ${ref}`);
+  } else {
+    const rate = d.elapsed > 0 ? d.bytes / d.elapsed : 0;
+    lines.push(
+      `den: pulling ${ref}  ${formatBytes(d.bytes)}/${
+        formatBytes(d.total)
+      }  ${d.done}/${d.blobs} ` +
+        `blobs  ${formatBytes(rate)}/s${d.done < d.blobs ? eta(d.total - d.bytes, rate) : ""}`,
+    );
+    const finished = (l: LayerProgress) => l.state === "cached" || l.state === "downloaded";
+    let shown = d.layers;
+    if (shown.length > MAX_LAYER_LINES) {
+      shown = shown.filter((l) => !finished(l)).slice(0, MAX_LAYER_LINES - 1);
+    }
+    for (const l of shown) {
+      const width = 20;
+      const full = l.size > 0 ? Math.min(width, Math.floor((l.bytes / l.size) * width)) : width;
+      const bar = `[${"#".repeat(full)}${"-".repeat(width - full)}]`;
+      const took = l.started === undefined ? 0 : d.elapsed - l.started;
+      const rate = took > 0 ? l.bytes / took : 0;
+      const state = l.state === "downloading"
+        ? `${formatBytes(l.bytes)}/${formatBytes(l.size)}  ${formatBytes(rate)}/s` +
+          eta(l.size - l.bytes, rate)
+        : `${formatBytes(l.size)}  ${l.state}`;
+      lines.push(`  ${l.digest.slice(7, 19)} ${bar} ${state}`);
+    }
+    const hidden = d.layers.length - shown.length;
+    if (hidden > 0) lines.push(`  ... and ${hidden} more layers done`);
+  }
+  if (u) {
+    lines.push(
+      `  unpacking layer ${u.layer}/${u.layers}: ${u.files} files, ${formatBytes(u.bytes)}`,
+    );
+  }
+  return lines.map((l) => l.length > columns - 1 ? l.slice(0, Math.max(1, columns - 1)) : l);
 }

@@ -38,6 +38,18 @@ export interface DownloadProgress {
   total: number;
   /** Seconds since the start of the pull. */
   elapsed: number;
+  /** Each layer blob, in the manifest's order (a blob listed twice, once). */
+  layers: LayerProgress[];
+}
+
+export interface LayerProgress {
+  digest: string;
+  size: number;
+  /** Bytes downloaded now (size when it came from the cache). */
+  bytes: number;
+  state: "waiting" | "downloading" | "cached" | "downloaded";
+  /** When its download started, in seconds since the start of the pull. */
+  started?: number;
 }
 
 export interface PullOptions {
@@ -202,6 +214,15 @@ export async function pullImage(
     /** Blobs downloaded now; the others came from the cache. */
     const downloaded = new Set<string>();
     const hits: Descriptor[] = [];
+    const layers = new Map<string, LayerProgress>(
+      image.layers.map((d) => [d.digest, {
+        digest: d.digest,
+        size: d.size,
+        bytes: 0,
+        state: "waiting",
+      }]),
+    );
+    const seconds = () => (performance.now() - start) / 1000;
     let lastReport = 0;
     const report = (force = false) => {
       const now = performance.now();
@@ -212,11 +233,13 @@ export async function pullImage(
         blobs: unique.length,
         bytes: progress.bytes,
         total,
-        elapsed: (now - start) / 1000,
+        elapsed: seconds(),
+        layers: [...layers.values()].map((l) => ({ ...l })),
       });
     };
     const fetchOne = async (d: Descriptor, download?: Download) => {
       let hit: boolean;
+      const layer = layers.get(d.digest);
       try {
         hit = await cache.fetch(client, d, {
           signal: abort.signal,
@@ -225,9 +248,13 @@ export async function pullImage(
           onBytes: (n) => {
             progress.bytes += n;
             progress.fetched += n;
+            if (layer) layer.bytes += n;
             report();
           },
-          onStart: download && ((path) => download.begin(path)),
+          onStart: (path) => {
+            if (layer) Object.assign(layer, { state: "downloading", started: seconds(), bytes: 0 });
+            download?.begin(path);
+          },
           downloader: download && downloader,
           growing: download?.growing,
         });
@@ -236,6 +263,10 @@ export async function pullImage(
         throw e;
       }
       download?.complete(cache.path(d.digest));
+      if (layer) {
+        layer.state = hit ? "cached" : "downloaded";
+        layer.bytes = d.size;
+      }
       if (hit) {
         hits.push(d);
         progress.bytes += d.size;
