@@ -5,11 +5,13 @@
 import { ok, strictEqual } from "node:assert/strict";
 import {
   den,
+  denArgv,
   type DenResult,
   exists,
   hasUserns,
   HAVE_BUSYBOX,
   tempDir,
+  testUserEnv,
   which,
 } from "./_helpers.ts";
 import {
@@ -373,6 +375,43 @@ Deno.test({
       strictEqual(proxy.faults.length, 0);
       ok(proxy.blobRanges.some((h) => /^bytes=[1-9][0-9]*-$/.test(h)), String(proxy.blobRanges));
       strictEqual(Deno.readTextFileSync(`${dest}/etc/image-marker`), "token\n");
+    });
+
+    await t.step("SIGINT or SIGTERM mid-transfer: 130 or 143, one line, nothing left", async () => {
+      for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+        // The transfer stalls halfway: the blob's temporary file exists, and
+        // its layer is being decoded from it.
+        await using proxy = startProxy(reg.host, { faults: ["stall"] });
+        const dest = `${tmp.path}/interrupted`;
+        const s = storage();
+        const [cmd, ...args] = denArgv(["pull", ...s, `${proxy.host}/test/busybox:1`, dest]);
+        const child = new Deno.Command(cmd!, {
+          args,
+          env: { ...testUserEnv(), HOME: tmp.path },
+          clearEnv: true,
+          stdin: "null",
+          stdout: "null",
+          stderr: "piped",
+        }).spawn();
+        const blobs = `${s[1]}/blobs/sha256`;
+        let started = false;
+        for (let i = 0; i < 200 && !started; i++) {
+          const parts = exists(blobs)
+            ? [...Deno.readDirSync(blobs)].filter((e) => e.name.endsWith(".part"))
+            : [];
+          started = parts.some((e) => Deno.statSync(`${blobs}/${e.name}`).size > 0);
+          if (!started) await new Promise((r) => setTimeout(r, 50));
+        }
+        child.kill(signal);
+        const r = await child.output();
+        const stderr = new TextDecoder().decode(r.stderr);
+        ok(started, "no transfer was under way");
+        strictEqual(r.code, code, stderr);
+        ok(new RegExp(`^den: error: pull .*: interrupted by ${signal}\n$`).test(stderr), stderr);
+        ok(!exists(dest));
+        checkClean(s[1]!, tmp.path);
+        strictEqual([...Deno.readDirSync(`${s[1]}/blobs/.pulls`)].length, 0);
+      }
     });
 
     await t.step("a connection that always drops: one line, nothing installed", async () => {
