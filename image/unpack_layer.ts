@@ -1,6 +1,7 @@
 // Applying one layer's tar entries to a rootfs with OCI semantics: whiteouts,
 // opaque directories, type changes, hard links; everything owned by and
 // writable for the invoking user; nothing outside the rootfs touched.
+import { lutimesSync } from "node:fs";
 import { DenError } from "../error.ts";
 import { decodeName, quote, splitEntryPath } from "./entry_path.ts";
 import { RootfsResolver } from "./rootfs_resolver.ts";
@@ -39,6 +40,13 @@ const S_ISUID_ISGID = 0o6000;
 /** Files at least this big are written asynchronously (see #chain). Off by
  * default: on the benchmark machine it did not pay (file creation dominates). */
 const ASYNC_MIN = Number(Deno.env.get("DEN_ASYNC_MIN") ?? Infinity);
+
+/** A file's mode as den writes it: setuid and setgid dropped (an
+ * unprivileged user's files must not carry them), readable and writable
+ * for its owner. */
+function fileMode(mode: number): number {
+  return (mode & 0o7777 & ~S_ISUID_ISGID) | 0o600;
+}
 
 let umaskCache: number | undefined;
 function umask(): number {
@@ -186,6 +194,8 @@ export class LayerWriter implements TarHandler {
         const target = decodeName(e.linkname, "link target");
         this.#removeExisting(host);
         Deno.symlinkSync(target, host);
+        // The link's own time, as docker and containers/storage set it.
+        lutimesSync(host, e.mtime, e.mtime);
         this.stats.symlinks++;
         return false;
       }
@@ -257,7 +267,7 @@ export class LayerWriter implements TarHandler {
   }
 
   #openFile(host: string, e: TarEntry): void {
-    const mode = (e.mode & 0o7777 & ~S_ISUID_ISGID) | 0o600;
+    const mode = fileMode(e.mode);
     let f: Deno.FsFile;
     try {
       f = Deno.openSync(host, { write: true, createNew: true, mode });
@@ -267,7 +277,7 @@ export class LayerWriter implements TarHandler {
       f = Deno.openSync(host, { write: true, createNew: true, mode });
     }
     // chmod now, by path: the path is ours until the next entry.
-    if ((mode & ~this.#umask) !== mode) Deno.chmodSync(host, mode);
+    if (!this.#createdWith(mode)) Deno.chmodSync(host, mode);
     this.#file = f;
     this.#chain = e.size >= ASYNC_MIN ? Promise.resolve() : undefined;
     this.#fileMtime = e.mtime;
@@ -289,7 +299,13 @@ export class LayerWriter implements TarHandler {
     }
     if (st) this.#remove(host, st);
     Deno.mkdirSync(host, { mode });
-    if ((mode & ~this.#umask) !== mode) Deno.chmodSync(host, mode);
+    if (!this.#createdWith(mode)) Deno.chmodSync(host, mode);
+  }
+
+  /** Does creating with `mode` give `mode`? The umask takes bits away, and
+   * Deno passes only the permission bits (a sticky 01755 came out 0755). */
+  #createdWith(mode: number): boolean {
+    return mode <= 0o777 && (mode & ~this.#umask) === mode;
   }
 
   /** Remove whatever is at host (not following a final symlink). */
@@ -344,6 +360,13 @@ export class LayerWriter implements TarHandler {
     if (treal === real) return; // a link to itself: nothing to do
     this.#removeExisting(host);
     Deno.linkSync(this.resolver.host(treal), host);
+    if (st.isSymlink) return;
+    // The entry's mode and time are the inode's now, as docker and
+    // containers/storage apply them (a link to a lower layer's file may
+    // carry newer ones); by the new path, whose parents are real.
+    const mode = fileMode(e.mode);
+    if (((st.mode ?? 0) & 0o7777) !== mode) Deno.chmodSync(host, mode);
+    Deno.utimeSync(host, e.mtime, e.mtime);
   }
 
   #whiteout(comps: string[], base: string, name: string): void {
