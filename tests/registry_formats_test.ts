@@ -27,7 +27,9 @@ function missingHere(): string | undefined {
   if (!HAVE_REGISTRY) return "docker-registry, skopeo or tar not installed";
   if (!HAVE_BUSYBOX) return "busybox not installed";
   if (Deno.uid() !== 0) return "containers-storage's reference tree needs root";
-  if (!which("mkfifo") || !which("unshare")) return "mkfifo or unshare not found";
+  for (const cmd of ["mkfifo", "unshare", "buildah"]) {
+    if (!which(cmd)) return `${cmd} not found`;
+  }
   return undefined;
 }
 const missing = missingHere();
@@ -37,11 +39,12 @@ const LONG_DIR = `long/${"d".repeat(120)}/${"e".repeat(90)}`;
 const LONG_FILE = `${"f".repeat(140)}.txt`;
 
 /**
- * skopeo as root, with its blob-info cache (/var/lib/containers/cache, fixed
- * for root) on a tmpfs of its own mount namespace: the host's cache stays as
- * it was, and no push reuses the blob of an earlier one in another format.
+ * skopeo (or buildah) as root, with the blob-info cache
+ * (/var/lib/containers/cache, fixed for root) on a tmpfs of its own mount
+ * namespace: the host's cache stays as it was, and no push reuses the blob
+ * of an earlier one in another format.
  */
-function skopeo(args: string[]): Promise<string> {
+function privately(cmd: string, args: string[]): Promise<string> {
   const lib = exists("/var/lib/containers") ? "/var/lib/containers" : "/var/lib";
   return sh([
     "unshare",
@@ -50,9 +53,39 @@ function skopeo(args: string[]): Promise<string> {
     "private",
     "sh",
     "-c",
-    'mount -t tmpfs tmpfs "$0" && exec skopeo "$@"',
+    'mount -t tmpfs tmpfs "$0" && exec "$@"',
     lib,
+    cmd,
     ...args,
+  ]);
+}
+
+function skopeo(args: string[]): Promise<string> {
+  return privately("skopeo", args);
+}
+
+/**
+ * A layer made by containers/storage itself (Go's tar writer, its own
+ * whiteouts): buildah, with a vfs store under `work`, changes the image of
+ * the OCI layout `from` and commits it to the layout `to`, tag t.
+ */
+async function buildahLayer(work: string, from: string, to: string): Promise<void> {
+  const script = `c=$("$@" from -q "oci:${from}:t"); m=$("$@" mount "$c"); cd "$m"
+    rm -r data/keep.txt opq2 swap/file-to-dir links/hl2; echo changed > links/hl1
+    ln data/lower-src data/another-link; mkdir -p new/dir; echo n > new/dir/f
+    chmod 0750 new/dir; mkfifo new/fifo; ln -s ../etc new/etc-link; chmod 0755 modes/m0444
+    rm -r restricted; mkdir restricted; echo r > restricted/again; rm -r "$(dirname ${LONG_DIR})"
+    cd /; "$@" umount "$c" >/dev/null; "$@" commit -q --format oci "$c" "oci:${to}:t" >/dev/null
+    "$@" rm "$c" >/dev/null`;
+  const store = `${work}/buildah`;
+  await privately("sh", [
+    "-euc",
+    script,
+    "sh",
+    "buildah",
+    `--root=${store}/root`,
+    `--runroot=${store}/runroot`,
+    "--storage-driver=vfs",
   ]);
 }
 
@@ -307,6 +340,31 @@ async function manifestDigest(reg: Registry, repo: string, tag: string, accept: 
   return r.headers.get("docker-content-digest")!;
 }
 
+/** buildah's layer changed what it is meant to (whiteouts of its own). */
+async function checkBuildah(refRoot: string): Promise<void> {
+  const tree = await snapshot(refRoot);
+  for (const gone of ["data/keep.txt", "opq2", "swap/file-to-dir", "links/hl2", LONG_DIR]) {
+    strictEqual(tree.get(gone), undefined, gone);
+  }
+  strictEqual(tree.get("restricted/again")?.type, "file");
+  strictEqual(tree.get("restricted/inner"), undefined);
+  strictEqual(tree.get("new/fifo")?.type, "fifo");
+  strictEqual(tree.get("links/hl1")?.sha256, tree.get("links/hl 3")?.sha256);
+}
+
+/** "REPO@DIGEST" of the host's manifest in the list or index at `tag`. */
+async function hostEntry(reg: Registry, tag: string, accept: string): Promise<string> {
+  const r = await fetch(`http://${reg.host}/v2/test/formats/manifests/${tag}`, {
+    headers: { accept },
+  });
+  const list = await r.json() as {
+    manifests: { digest: string; platform: { architecture: string } }[];
+  };
+  const entry = list.manifests.find((m) => m.platform.architecture === ARCH);
+  ok(entry, JSON.stringify(list));
+  return `${reg.host}/test/formats@${entry.digest}`;
+}
+
 /** The layers the registry serves for a (single-image) tag. */
 async function layersOf(
   reg: Registry,
@@ -366,6 +424,7 @@ Deno.test({
       ...opts,
       platforms: [{ architecture: ARCH }, { architecture: OTHER }],
     });
+    await buildahLayer(build, `${build}/one`, `${build}/buildah`);
     // The same image with uncompressed layers, in skopeo's dir format.
     await skopeo([
       "copy",
@@ -394,6 +453,7 @@ Deno.test({
     await raw("v2s2", "--format", "v2s2");
     // Last: a push after it would reuse its uncompressed blobs.
     await raw("none", "--preserve-digests");
+    await copy(`oci:${build}/buildah:t`, "buildah");
     await copy(`oci:${build}/multi:t`, "index", "--all");
     await copy(`oci:${build}/multi:t`, "list", "--all", "--format", "v2s2");
 
@@ -428,6 +488,8 @@ Deno.test({
       ["OCI index by digest", await byDigest("index", OCI_INDEX)],
       ["Docker manifest list by tag", `${repo}:list`],
       ["Docker manifest list by digest", await byDigest("list", LIST)],
+      ["the host's manifest of the list by digest", await hostEntry(reg, "list", LIST)],
+      ["a layer buildah committed on top, by tag", `${repo}:buildah`],
     ];
     const storage = `${tmp.path}/storage`;
     let n = 0;
@@ -440,10 +502,11 @@ Deno.test({
         // own, and the image's ID (its config's) is the same.
         const refTree = await referenceTree(`${store}/${n}`, ref, "formats");
         if (n === 1) await checkFixture(refTree);
+        if (what.includes("buildah")) await checkBuildah(refTree);
         deepStrictEqual(await compareTrees(dest, refTree, start), []);
         if (hasUserns()) {
-          const cat = await den(["run", dest, "--", "/bin/cat", `/${LONG_DIR}/${LONG_FILE}`]);
-          strictEqual(cat.stdout, "long\n", cat.stderr);
+          const cat = await den(["run", dest, "--", "/bin/cat", "/opq/new"]);
+          strictEqual(cat.stdout, "new\n", cat.stderr);
           strictEqual(cat.code, 0);
         }
       });
