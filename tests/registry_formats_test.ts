@@ -451,8 +451,10 @@ Deno.test({
     // uncompressed layers ("short write").
     await copy(`oci:${build}/one:t`, "zstd-chunked", "--dest-compress-format", "zstd:chunked");
     await raw("v2s2", "--format", "v2s2");
-    // Last: a push after it would reuse its uncompressed blobs.
+    // After the others: a push after it reuses its uncompressed blobs, as
+    // this Docker schema 2 one does.
     await raw("none", "--preserve-digests");
+    await raw("v2s2-none", "--format", "v2s2");
     await copy(`oci:${build}/buildah:t`, "buildah");
     await copy(`oci:${build}/multi:t`, "index", "--all");
     await copy(`oci:${build}/multi:t`, "list", "--all", "--format", "v2s2");
@@ -463,6 +465,7 @@ Deno.test({
       "zstd-chunked": /^application\/vnd\.oci\.image\.layer\.v1\.tar\+zstd$/,
       none: /^application\/vnd\.oci\.image\.layer\.v1\.tar$/,
       v2s2: /^application\/vnd\.docker\.image\.rootfs\.diff\.tar\.gzip$/,
+      "v2s2-none": /^application\/vnd\.docker\.image\.rootfs\.diff\.tar$/,
     };
     for (const [tag, re] of Object.entries(layerMedia)) {
       const layers = await layersOf(reg, "test/formats", tag);
@@ -485,6 +488,7 @@ Deno.test({
       ["zstd:chunked by digest", await byDigest("zstd-chunked", OCI)],
       ["uncompressed by tag", `${repo}:none`],
       ["Docker schema 2 by tag", `${repo}:v2s2`],
+      ["Docker schema 2 uncompressed by tag", `${repo}:v2s2-none`],
       ["OCI index by digest", await byDigest("index", OCI_INDEX)],
       ["Docker manifest list by tag", `${repo}:list`],
       ["Docker manifest list by digest", await byDigest("list", LIST)],
