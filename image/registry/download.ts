@@ -46,8 +46,70 @@ export async function downloadBlob(
   final: string,
   opts: TransferOptions,
 ): Promise<void> {
-  const tmp = partPath(final);
-  const file = await Deno.open(tmp, { createNew: true, write: true, mode: 0o644 });
+  // What a pull killed earlier had downloaded is resumed from, not thrown
+  // away: the caller holds the blob's lock, so any temporary file of the
+  // blob is an orphan. Nobody follows it (it is not verified yet).
+  const earlier = adoptPart(final, d.size);
+  if (earlier) {
+    opts.log?.(`blob ${d.digest}: resuming at byte ${earlier.size} (left by an earlier pull)`);
+    try {
+      return await transfer(
+        client,
+        d,
+        final,
+        { ...opts, onStart: undefined, growing: undefined },
+        earlier,
+      );
+    } catch (e) {
+      if (!(e instanceof DigestMismatch)) throw e;
+      opts.onBytes?.(-d.size);
+      opts.log?.(
+        `blob ${d.digest}: what an earlier pull left does not verify; downloading it again`,
+      );
+    }
+  }
+  return await transfer(client, d, final, opts);
+}
+
+class DigestMismatch extends DenError {}
+
+/**
+ * Take over the largest temporary file of `final` (an orphan: its pull died)
+ * by renaming it to a name of this process.
+ */
+function adoptPart(final: string, size: number): { path: string; size: number } | undefined {
+  const slash = final.lastIndexOf("/");
+  const dir = final.slice(0, slash);
+  const name = new RegExp(`^${final.slice(slash + 1)}\\.\\d+-[0-9a-f]{8}\\.part$`);
+  const uid = Deno.uid();
+  let best: { path: string; size: number } | undefined;
+  try {
+    for (const e of Deno.readDirSync(dir)) {
+      if (!e.isFile || !name.test(e.name)) continue;
+      const st = Deno.lstatSync(`${dir}/${e.name}`);
+      if (!st.isFile || st.uid !== uid || st.size === 0 || st.size > size) continue;
+      if (!best || st.size > best.size) best = { path: `${dir}/${e.name}`, size: st.size };
+    }
+    if (!best) return undefined;
+    const mine = partPath(final);
+    Deno.renameSync(best.path, mine);
+    return { path: mine, size: best.size };
+  } catch {
+    return undefined; // taken by another process meanwhile, or unreadable: start afresh
+  }
+}
+
+async function transfer(
+  client: RegistryClient,
+  d: Descriptor,
+  final: string,
+  opts: TransferOptions,
+  earlier?: { path: string; size: number },
+): Promise<void> {
+  const tmp = earlier?.path ?? partPath(final);
+  const file = earlier
+    ? await Deno.open(tmp, { write: true })
+    : await Deno.open(tmp, { createNew: true, write: true, mode: 0o644 });
   const what = `blob ${d.digest}`;
   const path = `/v2/${client.ref.repository}/blobs/${d.digest}`;
   const attempts = opts.attempts ?? 5;
@@ -58,6 +120,17 @@ export async function downloadBlob(
   try {
     let hash = createHash("sha256");
     let written = 0;
+    if (earlier) {
+      reread = await Deno.open(tmp);
+      const buf = new Uint8Array(1 << 20);
+      for (let n; (n = await reread.read(buf)) !== null && written < earlier.size;) {
+        hash.update(buf.subarray(0, n));
+        written += n;
+      }
+      if (written !== earlier.size) throw new DigestMismatch("", `${what}: changed while read`);
+      await file.seek(written, Deno.SeekMode.Start);
+      opts.onBytes?.(written);
+    }
     // After a registry ignored a Range and sent the blob from the start, the
     // bytes already in the file are compared with the new ones, not
     // rewritten: a reader following the file never sees them change.
@@ -138,7 +211,7 @@ export async function downloadBlob(
     }
     const got = `sha256:${hash.digest("hex")}`;
     if (got !== d.digest) {
-      throw new DenError("", `${what}: digest mismatch (got ${got})`);
+      throw new DigestMismatch("", `${what}: digest mismatch (got ${got})`);
     }
     file.close();
     closed = true;

@@ -147,3 +147,42 @@ Deno.test("Downloader: a decoder thread reads the blob while the download thread
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("downloadBlob: resumes from what a killed pull left; starts afresh when that does not verify", async () => {
+  const { server, ref, ranges } = serve((req) => {
+    const from = Number(/^bytes=(\d+)-$/.exec(req.headers.get("range") ?? "")?.[1] ?? 0);
+    return new Response(body(BLOB.subarray(from)), {
+      status: from ? 206 : 200,
+      headers: from ? { "content-range": `bytes ${from}-${BLOB.length - 1}/${BLOB.length}` } : {},
+    });
+  });
+  const dir = Deno.makeTempDirSync();
+  try {
+    const final = `${dir}/${DIGEST.slice(7)}`;
+    // A killed pull's file, and a smaller one of another.
+    Deno.writeFileSync(`${final}.99999-deadbeef.part`, BLOB.subarray(0, half));
+    Deno.writeFileSync(`${final}.99998-0123abcd.part`, BLOB.subarray(0, 1000));
+    const logs: string[] = [];
+    await downloadBlob(new RegistryClient(ref), DESC, final, { log: (m) => logs.push(m) });
+    deepStrictEqual(Deno.readFileSync(final), BLOB);
+    deepStrictEqual(ranges, [`bytes=${half}-`]);
+    match(logs.join("\n"), new RegExp(`resuming at byte ${half} \\(left by an earlier pull\\)`));
+    deepStrictEqual(
+      [...Deno.readDirSync(dir)].map((e) => e.name).sort(),
+      [DIGEST.slice(7), `${DIGEST.slice(7)}.99998-0123abcd.part`],
+    );
+
+    // A damaged leftover: the resumed blob does not verify, so it is fetched whole.
+    Deno.removeSync(final);
+    const bad = BLOB.slice(0, half);
+    bad[5] = bad[5]! ^ 1;
+    Deno.writeFileSync(`${final}.99997-feedbeef.part`, bad);
+    ranges.length = 0;
+    await downloadBlob(new RegistryClient(ref), DESC, final, {});
+    deepStrictEqual(Deno.readFileSync(final), BLOB);
+    deepStrictEqual(ranges, [`bytes=${half}-`, ""]);
+  } finally {
+    await server.shutdown();
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
