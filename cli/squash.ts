@@ -6,6 +6,7 @@ import { countFlag, lastValue, type OptionSpec, parseArgv } from "./args.ts";
 import { DenError, osMessage, usageError } from "../error.ts";
 import { out } from "./output.ts";
 import { unpackImage } from "../image/unpack_image.ts";
+import { makeScratchBeside } from "../image/store.ts";
 
 export const SQUASH_USAGE = `Usage: den unpack [OPTION...] ARCHIVE DEST.sqfs
        den unpack --squashfs [OPTION...] ARCHIVE DEST
@@ -133,7 +134,7 @@ export async function makeBeside<T>(
   const base = dest.slice(slash + 1);
   let tmp: string;
   try {
-    tmp = Deno.makeTempDirSync({ dir: parent, prefix: `.${base}.den-tmp-` });
+    tmp = makeScratchBeside(parent, base);
   } catch (e) {
     throw new DenError(o.op, osMessage(e), { path: dest });
   }

@@ -234,3 +234,46 @@ export function removeTree(path: string): void {
   makeTreeRemovable(path);
   Deno.removeSync(path, { recursive: true });
 }
+
+/** This host's name as it may appear in a file name. */
+function hostTag(): string {
+  return Deno.hostname().replace(/[^A-Za-z0-9_.]/g, "_");
+}
+
+/**
+ * A new temporary directory beside `dest` (in `parent`), named
+ * `.BASE.den-tmp-HOST-PID-XXXX`, to be renamed to DEST when complete. The
+ * ones of processes on this host that are gone (`kill -9`, a crash) are
+ * removed first: nobody else ever would.
+ */
+export function makeScratchBeside(parent: string, base: string): string {
+  const host = hostTag();
+  const prefix = `.${base}.den-tmp-${host}-`;
+  try {
+    for (const e of Deno.readDirSync(parent)) {
+      if (!e.isDirectory || !e.name.startsWith(prefix)) continue;
+      const pid = /^(\d+)-/.exec(e.name.slice(prefix.length))?.[1];
+      if (!pid || Number(pid) === Deno.pid || pidAlive(Number(pid))) continue;
+      const path = `${parent}/${e.name}`;
+      if (Deno.lstatSync(path).uid !== Deno.uid()) continue;
+      try {
+        removeTree(path);
+      } catch {
+        // another process cleaning it too, or not ours to remove
+      }
+    }
+  } catch {
+    // an unreadable parent: makeTempDir below says why
+  }
+  return Deno.makeTempDirSync({ dir: parent, prefix: `${prefix}${Deno.pid}-` });
+}
+
+/** Whether a process `pid` exists in this pid namespace. */
+export function pidAlive(pid: number): boolean {
+  try {
+    Deno.lstatSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,6 +1,7 @@
 // Unpacking an image archive into a directory, atomically: everything goes
-// into a temporary directory beside DEST (.DEST.den-tmp-XXXX) that is renamed
-// into place at the end and removed on any failure or SIGINT/SIGTERM.
+// into a temporary directory beside DEST (.DEST.den-tmp-HOST-PID-XXXX) that
+// is renamed into place at the end and removed on any failure or
+// SIGINT/SIGTERM; after a kill -9, the next unpack beside it removes it.
 import { DenError, osMessage } from "../error.ts";
 import { type ArchiveFormat, type ImageSource, openArchive } from "./archive.ts";
 import type { GrowingFile } from "./_decode.ts";
@@ -9,7 +10,7 @@ import { BlobDecoder, type BlobStream } from "./blob_stream.ts";
 import { quote } from "./entry_path.ts";
 import { type ImageMetadata, metadataFromConfig, writeImageMetadata } from "./metadata.ts";
 import { RootfsResolver } from "./rootfs_resolver.ts";
-import { makeTreeRemovable } from "./store.ts";
+import { makeScratchBeside, makeTreeRemovable } from "./store.ts";
 import { TarParser } from "./tar_parser.ts";
 import { LayerWriter, newStats, type UnpackStats } from "./unpack_layer.ts";
 
@@ -126,7 +127,7 @@ export async function unpackSource(
   }
   let tmp: string;
   try {
-    tmp = Deno.makeTempDirSync({ dir: parent, prefix: `.${base}.den-tmp-` });
+    tmp = makeScratchBeside(parent, base);
   } catch (e) {
     throw fsError("unpack", parent, e);
   }

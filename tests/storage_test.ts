@@ -2,8 +2,17 @@
 // another user could change it (pre-created, writable by others, foreign
 // owner), so nobody can swap a stored image under `den run NAME`.
 
-import { equal, match, ok } from "node:assert/strict";
-import { buildBusyboxImage, den, hasUserns, HAVE_BUSYBOX, tempDir, testUser } from "./_helpers.ts";
+import { equal, match, ok, strictEqual } from "node:assert/strict";
+import {
+  buildBusyboxImage,
+  den,
+  exists,
+  hasUserns,
+  HAVE_BUSYBOX,
+  tempDir,
+  testUser,
+} from "./_helpers.ts";
+import { sh } from "./registry_helpers.ts";
 
 const ignore = !HAVE_BUSYBOX || !hasUserns();
 const work = ignore ? undefined : tempDir("den-storage-test-");
@@ -80,4 +89,27 @@ Deno.test({
   name: "storage tests clean up",
   ignore,
   fn: async () => await work?.[Symbol.asyncDispose](),
+});
+
+Deno.test("den unpack: the temporary directory a killed unpack left beside DEST goes at the next one", async () => {
+  await using tmp = tempDir("den-scratch-");
+  const img = buildBusyboxImage(`${tmp.path}/src`);
+  const archive = `${tmp.path}/bb.tar`;
+  await sh(["tar", "-C", img, "-cf", archive, "."]);
+  const host = Deno.hostname().replace(/[^A-Za-z0-9_.]/g, "_");
+  // A dead process's (pid 2^22 + 1 is above any pid_max), a live one's (ours), another name's.
+  const dead = `${tmp.path}/.out.den-tmp-${host}-4194305-abcd`;
+  const live = `${tmp.path}/.out.den-tmp-${host}-${Deno.pid}-abcd`;
+  const other = `${tmp.path}/.other.den-tmp-${host}-4194305-abcd`;
+  const { uid, gid } = Deno.uid() === 0 ? testUser() : { uid: Deno.uid(), gid: Deno.gid()! };
+  for (const d of [dead, live, other]) {
+    Deno.mkdirSync(`${d}/rootfs/usr`, { recursive: true });
+    for (const p of [d, `${d}/rootfs`, `${d}/rootfs/usr`]) Deno.chownSync(p, uid, gid);
+  }
+  Deno.chmodSync(`${dead}/rootfs/usr`, 0o500);
+  const r = await den(["unpack", "-q", archive, `${tmp.path}/out`]);
+  strictEqual(r.code, 0, r.stderr);
+  ok(!exists(dead), "the dead unpack's directory is still there");
+  ok(exists(live) && exists(other));
+  ok(exists(`${tmp.path}/out/bin/busybox`));
 });

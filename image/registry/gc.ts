@@ -20,7 +20,7 @@
 import { DenError, osMessage } from "../../error.ts";
 import { readImageMetadata } from "../metadata.ts";
 import { readFileInImage } from "../read_in_image.ts";
-import { listImages, secureStorage } from "../store.ts";
+import { listImages, pidAlive, secureStorage } from "../store.ts";
 import { lockFile } from "./file_lock.ts";
 import { type Manifest, parseManifest } from "./manifest.ts";
 
@@ -147,15 +147,6 @@ function kindOf(name: string): "blob" | "part" | "lock" | undefined {
   return undefined;
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 function ageMs(st: Deno.FileInfo): number {
   return Date.now() - (st.mtime?.getTime() ?? 0);
 }
@@ -204,7 +195,7 @@ function liveBlobs(storage: string, cache: string): Live {
     }
     const fresh = ageMs(st) < PULL_STALE_MS;
     const alive = fresh && (reg === undefined ||
-      reg.host !== me.host || reg.pidns !== me.pidns || isAlive(reg.pid));
+      reg.host !== me.host || reg.pidns !== me.pidns || pidAlive(reg.pid));
     if (!alive) {
       live.dead.push(`${pulls}/${name}`);
       continue;
@@ -315,7 +306,7 @@ export async function gcBlobs(
   }
   const isOrphan = (p: (typeof parts)[number], keep: Set<string>) =>
     !keep.has(p.hex) && p.pid !== Deno.pid &&
-    (ageMs(p.st) > PULL_STALE_MS || (ageMs(p.st) > PART_ORPHAN_MS && !isAlive(p.pid)));
+    (ageMs(p.st) > PULL_STALE_MS || (ageMs(p.st) > PART_ORPHAN_MS && !pidAlive(p.pid)));
   if (opts.dryRun) {
     for (const b of blobs) {
       opts.onRemove?.(b.name, b.size);
