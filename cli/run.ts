@@ -16,13 +16,14 @@ import {
   WRITE_FAKE_SIZE,
 } from "../run/plan.ts";
 import { out, output, verbose, warn } from "./output.ts";
-import { decideJoin, type JoinDecision, type JoinOptions, launcherOf } from "../run/join.ts";
+import { decideJoin, type JoinDecision, type JoinGroup, type JoinOptions } from "../run/join.ts";
 import { VERSION } from "./version.ts";
 import { lazy } from "./lazy.ts";
 import { resolveImage } from "../image/store.ts";
 import { readImageMetadata } from "../image/metadata.ts";
 import { readFileInImage } from "../image/read_in_image.ts";
 import type { SquashMount } from "../ffi/squash.ts";
+import type { Arrival, ArriveOptions, GroupServer, Namespaces } from "../ffi/rendezvous.ts";
 import type { RunHooks } from "../run/run_plan.ts";
 
 export const RUN_USAGE = `Usage: den run [OPTION...] IMAGE -- CMD [ARG...]
@@ -313,9 +314,11 @@ async function imageOf(
 }
 
 /** The planner's view when the image is mounted in a namespace den is not
- * in: paths under the mount point are looked up through `root`. */
-function squashView(mountPoint: string, root: string): HostView {
-  const map = (p: string) => p === mountPoint || p.startsWith(`${mountPoint}/`) ? `${root}${p}` : p;
+ * in: paths under the mount point are looked up at `at`, a host path of the
+ * image's top (through /proc/PID/root or a descriptor of the root). */
+function squashView(mountPoint: string, at: string): HostView {
+  const map = (p: string) =>
+    p === mountPoint || p.startsWith(`${mountPoint}/`) ? `${at}${p.slice(mountPoint.length)}` : p;
   return {
     lkind: (p) => hostView.lkind(map(p)),
     readlink: (p) => hostView.readlink(map(p)),
@@ -330,22 +333,14 @@ function realPathOr(path: string): string {
   }
 }
 
-/** Mount a SquashFS image in namespaces made for the container. */
-async function mountImage(
+/** Where a SquashFS image is mounted in the container's namespace. */
+async function squashMountPointFor(
   image: string,
   opts: RunOptions,
   cli: RunCliOptions,
   facts: HostFacts,
-): Promise<SquashMount> {
-  if (opts.write) {
-    throw usageError("--write: a SquashFS image is read-only", "use -W (--write-fake) instead");
-  }
-  const { isExecutableFile, squashfuseProgram, squashMountPoint } = await lazy<
-    typeof import("../run/squash.ts")
-  >(
-    "../run/squash.ts",
-  );
-  const squashfuse = squashfuseProgram(Deno.env.get("PATH"), isExecutableFile);
+): Promise<string> {
+  const { squashMountPoint } = await lazy<typeof import("../run/squash.ts")>("../run/squash.ts");
   const env = new Map(facts.env);
   const pmix = envValue(facts.env, "PMIX_SERVER_TMPDIR"); // runImage() may bind it
   const sources = [
@@ -356,7 +351,20 @@ async function mountImage(
     ...(pmix ? [pmix] : []),
     image.slice(0, image.lastIndexOf("/")) || "/",
   ].map(realPathOr);
-  const mountPoint = squashMountPoint({ sources, mount: cli.mount }, hostView);
+  return squashMountPoint({ sources, mount: cli.mount }, hostView);
+}
+
+/** Mount a SquashFS image in namespaces made for the container. */
+async function mountImage(
+  image: string,
+  mountPoint: string,
+  opts: RunOptions,
+  facts: HostFacts,
+): Promise<SquashMount> {
+  const { isExecutableFile, squashfuseProgram } = await lazy<typeof import("../run/squash.ts")>(
+    "../run/squash.ts",
+  );
+  const squashfuse = squashfuseProgram(Deno.env.get("PATH"), isExecutableFile);
   verbose(`squashfs: mounting ${image} on ${mountPoint} with ${squashfuse}`);
   const { mountSquash } = await lazy<typeof import("../ffi/squash.ts")>("../ffi/squash.ts");
   const uid = opts.uid ?? facts.uid, gid = opts.gid ?? facts.gid;
@@ -487,30 +495,72 @@ export async function runCommand(args: string[]): Promise<number> {
   if (!image.squash) {
     return await runImage(opts, cli, join, facts, { rootfs: image.path, view: hostView });
   }
-  if (join.group) {
-    // One squashfuse per den: peers would lose the image when the den
-    // that mounted it ends first.
-    if (!join.group.auto) {
-      throw new DenError("", "--join with a SquashFS image: not supported yet", {
-        hint: "run without --join (each den mounts the image itself)",
+  return await runSquash(image.path, opts, cli, join, facts);
+}
+
+/**
+ * `den run IMG.sqfs`. Joined peers (--join, a launcher, --join-pid) share
+ * one mount: a peer group meets before anything is mounted, its first peer
+ * mounts the image (ffi/squash.ts) and hands the namespaces and the
+ * container's root to the others, who plan their command through that root
+ * and mount nothing. The mount lives in the shared namespace as long as any
+ * peer's process does.
+ */
+async function runSquash(
+  image: string,
+  opts: RunOptions,
+  cli: RunCliOptions,
+  join: JoinDecision,
+  facts: HostFacts,
+): Promise<number> {
+  if (opts.write) {
+    throw usageError("--write: a SquashFS image is read-only", "use -W (--write-fake) instead");
+  }
+  const mountPoint = await squashMountPointFor(image, opts, cli, facts);
+  /** Plan through the root of a container that has the image mounted. */
+  const joining = (ns: Namespaces): ImageAccess => {
+    const at = `/proc/self/fd/${ns.rootFd}/.`;
+    return { rootfs: mountPoint, view: squashView(mountPoint, at), readAt: at, join: ns };
+  };
+  const joins = !cli.dryRun && (join.group !== undefined || join.pid !== undefined);
+  const rv = joins ? await import("../ffi/rendezvous.ts") : undefined;
+  if (rv && join.pid !== undefined) {
+    verbose(`join: joining namespaces of pid ${join.pid}`);
+    const ns = rv.openNamespaces(containerPid(join.pid), { root: true });
+    return await runImage(opts, cli, join, facts, joining(ns));
+  }
+  let server: GroupServer | undefined;
+  if (rv && join.group) {
+    const arriving = arrivingAt(join.group, image);
+    const arrival = rv.arriveAtGroup(arriving);
+    if (arrival.role === "peer") {
+      return await runImage(opts, cli, join, facts, {
+        ...joining(arrival.ns),
+        peer: { arrival, arriving },
       });
     }
-    verbose("join: off for a SquashFS image (each den mounts it itself)");
-    join.group = undefined;
-    // Separate containers under a launcher: OpenMPI must not use CMA.
-    join.launcher = launcherOf(new Map(env));
+    server = arrival.server;
   }
-  const squash = await mountImage(image.path, opts, cli, facts);
+  let squash: SquashMount | undefined;
+  let used = false;
   try {
-    const mountPoint = squash.mountPoint;
+    squash = await mountImage(image, mountPoint, opts, facts);
+    const at = `${squash.root}${mountPoint}`;
     return await runImage(opts, cli, join, facts, {
       rootfs: mountPoint,
-      view: squashView(mountPoint, squash.root),
-      readAt: `${squash.root}${mountPoint}`,
+      view: squashView(mountPoint, at),
+      readAt: at,
       enter: { ...squash.ns, root: squash.root },
+      server: server && { group: server, imageFd: squash.imageFd },
+      onReady: () => {
+        used = true;
+        squash!.releaseHolder();
+      },
     });
   } finally {
-    squash.close();
+    // The group first: its copies of the namespace descriptors go with it.
+    server?.close();
+    squash?.close({ used });
   }
 }
 
@@ -523,6 +573,15 @@ interface ImageAccess {
   readAt?: string;
   /** Namespaces made beforehand (a mounted SquashFS image). */
   enter?: RunHooks["enter"];
+  /** The container to join, decided before planning (SquashFS). */
+  join?: Namespaces;
+  /** A SquashFS peer group's peer: it serves the group if the first leaves. */
+  peer?: { arrival: Arrival & { role: "peer" }; arriving: ArriveOptions };
+  /** A SquashFS peer group's first peer (arrived before mounting), and the
+   * image its peers are to see. */
+  server?: { group: GroupServer; imageFd: number };
+  /** The container is set up (its process waits to exec). */
+  onReady?: (pid: number) => void;
 }
 
 /** Plan the container and run it. */
@@ -556,7 +615,7 @@ async function runImage(
   if (join.launcher) separateRanks(plan, join.launcher);
   if (pmix && !pmixDir) setDefault(plan, "PMIX_MCA_gds", "hash");
   verbose(`executing: ${plan.argv.join(" ")}`);
-  return await runJoined(plan, join, image.enter);
+  return await runJoined(plan, join, image);
 }
 
 /**
@@ -597,24 +656,42 @@ function pmixServerDir(
 async function runJoined(
   plan: Plan,
   join: JoinDecision,
-  enter?: RunHooks["enter"],
+  image: ImageAccess,
 ): Promise<number> {
   const { runPlan } = await import("../run/run_plan.ts");
-  if (!join.group && join.pid === undefined) return await runPlan(plan, { warn, enter });
+  const { enter, onReady, server, peer } = image;
+  if (image.join) {
+    // SquashFS: the group was met (or --join-pid opened) before planning.
+    const rv = await import("../ffi/rendezvous.ts");
+    const stop = peer ? rv.serveWhenFree(peer.arriving, peer.arrival) : undefined;
+    try {
+      return await runPlan(plan, { warn, join: image.join });
+    } finally {
+      stop?.();
+    }
+  }
+  if (server) {
+    const rv = await import("../ffi/rendezvous.ts");
+    return await runPlan(plan, {
+      warn,
+      enter,
+      onReady: (pid) => {
+        onReady?.(pid);
+        // Peers plan through the image itself, as this den did, not through
+        // the container's root with its mounts.
+        const ns = rv.openNamespaces(pid);
+        server.group.ready({ ...ns, rootFd: server.imageFd, ownerPid: Deno.pid });
+      },
+    });
+  }
+  if (!join.group && join.pid === undefined) return await runPlan(plan, { warn, enter, onReady });
   const rv = await import("../ffi/rendezvous.ts");
   if (join.pid !== undefined) {
     verbose(`join: joining namespaces of pid ${join.pid}`);
     const ns = rv.openNamespaces(containerPid(join.pid));
     return await runPlan(plan, { warn, join: ns });
   }
-  const group = join.group!;
-  const arriving = {
-    name: groupName(group.tag, plan.rootfs),
-    tag: group.tag,
-    count: group.count,
-    timeoutMs: 1000 * Number(Deno.env.get("DEN_JOIN_TIMEOUT") || 30),
-    log: (m: string) => verbose(m),
-  };
+  const arriving = arrivingAt(join.group!, plan.rootfs);
   const arrival = rv.arriveAtGroup(arriving);
   if (arrival.role === "winner") {
     try {
@@ -632,6 +709,17 @@ async function runJoined(
   } finally {
     stop();
   }
+}
+
+/** How a den arrives at its peer group; `image` is the image's host path. */
+function arrivingAt(group: JoinGroup, image: string): ArriveOptions {
+  return {
+    name: groupName(group.tag, image),
+    tag: group.tag,
+    count: group.count,
+    timeoutMs: 1000 * Number(Deno.env.get("DEN_JOIN_TIMEOUT") || 30),
+    log: (m: string) => verbose(m),
+  };
 }
 
 /** Abstract socket name of a peer group: per user, tag and image. */

@@ -43,6 +43,11 @@ const DONE = 0x64656e33; // "den3": the group is complete
 export interface Namespaces {
   user: number;
   mnt: number;
+  /**
+   * The container's root directory (O_PATH), when peers need to see the
+   * image through it: a SquashFS image is mounted only in the namespace.
+   */
+  rootFd?: number;
   /** The den that made them (for messages). */
   ownerPid: number;
 }
@@ -118,11 +123,11 @@ function msghdr(
   return msg;
 }
 
-/** recvmsg() of 4 words and up to two fds; undefined on EOF. */
+/** recvmsg() of 4 words and up to three fds; undefined on EOF. */
 function receive(fd: number, flags = 0): { words: Int32Array; fds: number[] } | undefined {
   const data = new Uint8Array(16);
   const iov = new BigUint64Array([addressOf(data), 16n]);
-  const control = new Uint8Array(16 + 8);
+  const control = new Uint8Array(16 + 16); // CMSG_SPACE(3 * 4)
   const msg = msghdr(iov, control);
   const n = Number(libc().recvmsg(fd, msg, MSG_CMSG_CLOEXEC | flags));
   if (n < 0) {
@@ -229,12 +234,17 @@ export class GroupServer {
 
   #send(c: number): void {
     const ns = this.#ns!;
-    sendFds(c, [READY, ns.ownerPid, this.left ?? -1, 0], [ns.user, ns.mnt]);
+    const fds = ns.rootFd === undefined ? [ns.user, ns.mnt] : [ns.user, ns.mnt, ns.rootFd];
+    sendFds(c, [READY, ns.ownerPid, this.left ?? -1, 0], fds);
     this.#joined.push(c);
     if (this.left === 0) this.close(true);
   }
 
-  /** The namespaces are ready: hand them to every peer, now and later. */
+  /**
+   * The namespaces are ready: hand them to every peer, now and later. The
+   * server closes ns.user and ns.mnt when it closes; ns.rootFd stays its
+   * opener's.
+   */
   ready(ns: Namespaces): void {
     this.#ns = ns;
     for (const c of this.#waiting.splice(0)) this.#send(c);
@@ -255,6 +265,11 @@ export class GroupServer {
       if (done) writeWords(c, [DONE, Deno.pid, 0, 0]);
       libc().close(c);
     }
+    // The server's hold on the namespaces goes too: a SquashFS mount lives
+    // exactly as long as they do. Peers that took them hold their own.
+    const ns = this.#ns;
+    this.#ns = undefined;
+    if (ns) [ns.user, ns.mnt].forEach((f) => libc().close(f));
     // shutdown() wakes the accept4() waiting on another thread.
     libc().shutdown(this.#fd, SHUT_RDWR);
     libc().close(this.#fd);
@@ -385,12 +400,12 @@ function receiveNamespaces(
       count = b || count;
       continue;
     }
-    if (kind === READY && m.fds.length === 2) {
+    if (kind === READY && (m.fds.length === 2 || m.fds.length === 3)) {
       o.log(`join: joining namespaces of pid ${pid}`);
       const left = a! < 0 ? undefined : a;
       if (left !== undefined) o.log(`join: ${left} peers left`);
       if (left === 0) o.log("join: cleaning up IPC resources");
-      const ns = { user: m.fds[0]!, mnt: m.fds[1]!, ownerPid: pid! };
+      const ns = { user: m.fds[0]!, mnt: m.fds[1]!, rootFd: m.fds[2], ownerPid: pid! };
       return { role: "peer", ns, left, conn: fd };
     }
     m.fds.forEach((f) => libc().close(f));
@@ -434,23 +449,67 @@ export function serveWhenFree(o: ArriveOptions, peer: Arrival & { role: "peer" }
   };
 }
 
-/** Open a process's user and mount namespaces (--join-pid). */
-export function openNamespaces(pid: number): Namespaces {
-  const open = (kind: string): number => {
-    const path = `/proc/${pid}/ns/${kind}`;
-    const fd = libc().open(cString(path), O_CLOEXEC);
+/**
+ * Open a process's user and mount namespaces (--join-pid), and with
+ * `root`, its root directory (where a joiner sees a SquashFS image).
+ */
+export function openNamespaces(pid: number, o: { root?: boolean } = {}): Namespaces {
+  const opened: number[] = [];
+  const open = (path: string, flags = 0): number => {
+    const fd = libc().open(cString(path), O_CLOEXEC | flags);
     if (fd < 0) {
       const code = errno();
+      opened.forEach((f) => libc().close(f));
       if (code === ENOENT) throw joinError(`join: no PID ${pid}: ${path} not found`);
       throw errnoError(`join: can't open ${path}`, code);
     }
+    opened.push(fd);
     return fd;
   };
-  const user = open("user");
+  const user = open(`/proc/${pid}/ns/user`);
+  const mnt = open(`/proc/${pid}/ns/mnt`);
+  const rootFd = o.root ? open(`/proc/${pid}/root`, O_PATH | O_DIRECTORY) : undefined;
+  return { user, mnt, rootFd, ownerPid: pid };
+}
+
+// fcntl.h: a directory opened only to look up paths under it.
+const O_PATH = 0o10000000;
+const O_DIRECTORY = 0o200000;
+
+/** An O_PATH descriptor of a directory (close-on-exec), or the errno. */
+export function openDirectoryPath(path: string): number {
+  const fd = libc().open(cString(path), O_CLOEXEC | O_PATH | O_DIRECTORY);
+  if (fd < 0) throw errnoError("can't open", errno(), { path });
+  return fd;
+}
+
+/**
+ * A connected pair of Unix stream sockets (close-on-exec), made from an
+ * abstract listening socket since libc's socketpair() is not in den's
+ * table. Only a connection from den itself is accepted (SO_PEERCRED): one
+ * from anyone else who found the random name is closed.
+ */
+export function socketPair(): [number, number] {
+  const rand = crypto.getRandomValues(new Uint8Array(12));
+  const name = `den-pair/${Deno.pid}/${[...rand].map((b) => b.toString(16)).join("")}`;
+  const listening = tryBind(name);
+  if (listening === undefined) throw errnoError("can't bind socket", EADDRINUSE);
+  const ends: number[] = [];
   try {
-    return { user, mnt: open("mnt"), ownerPid: pid };
+    const fd = unixSocket();
+    ends.push(fd);
+    const [addr, len] = abstractAddress(name);
+    if (libc().connect(fd, addr, len) !== 0) throw errnoError("can't connect socket", errno());
+    for (;;) {
+      const c = libc().accept4_now(listening, null, null, SOCK_CLOEXEC);
+      if (c < 0) throw errnoError("can't accept", errno());
+      if (peerCred(c).pid === Deno.pid) return [fd, c];
+      libc().close(c);
+    }
   } catch (e) {
-    libc().close(user);
+    ends.forEach((f) => libc().close(f));
     throw e;
+  } finally {
+    libc().close(listening);
   }
 }

@@ -277,8 +277,11 @@ function addOp(chain: ChainSink, op: MountOp, io: ChainInputs): Step {
   }
 }
 
-/** A child's first calls: default signals, none blocked, die with den. */
-export function addSignalSetup(chain: ChainSink): void {
+/**
+ * A child's first calls: default signals, none blocked, die with den
+ * (unless `outliveDen`: squashfuse serves a container that may outlive den).
+ */
+export function addSignalSetup(chain: ChainSink, o: { outliveDen?: boolean } = {}): void {
   // Deno ignores SIGPIPE and handles others; the command wants defaults.
   for (const sig of ["SIGPIPE", ...FORWARDED_SIGNALS]) {
     chain.call("signal", SIGNALS[sig]!, SIG_DFL);
@@ -286,7 +289,7 @@ export function addSignalSetup(chain: ChainSink): void {
   chain.call("sigprocmask", SIG_SETMASK, chain.buffer(128).address, 0n);
   // If den dies, so does the container (PDEATHSIG follows the thread that
   // called clone, Deno's main thread, which lives as long as den).
-  chain.call("prctl", PR_SET_PDEATHSIG, SIGNALS.SIGKILL!, 0, 0, 0);
+  if (!o.outliveDen) chain.call("prctl", PR_SET_PDEATHSIG, SIGNALS.SIGKILL!, 0, 0, 0);
 }
 
 /** The child's first calls (addSignalSetup()), then it waits for den. */

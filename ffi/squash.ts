@@ -1,45 +1,58 @@
 // mountSquash(): a SquashFS image mounted with squashfuse in a container's
-// own namespaces, before the container is set up in them.
+// own namespaces, for as long as any process of the container lives.
 //
-// One process, no JavaScript in it, holds the namespaces: cloned into new
-// user and mount namespaces, it makes / private, keeps CAP_SYS_ADMIN as an
-// ambient capability and becomes squashfuse, which mounts the image on a
-// host directory that only those namespaces see. The container child
-// (runPlan() with hooks.enter) then enters the same namespaces and mounts
-// and pivots as for a directory. den plans the container in between,
-// looking at the image through /proc/SQUASHFUSE/root. Nothing is made on the
-// host; when den dies, squashfuse dies of PR_SET_PDEATHSIG and the mount
-// goes with its namespace (the container, if it still runs, dies too).
+// Two processes, no JavaScript in either. The holder, cloned into new user
+// and mount namespaces, makes / private, opens /dev/fuse and mounts it
+// (`fd=N`, as fusermount does) on a host directory that only those
+// namespaces see, hands the open /dev/fuse to den (SCM_RIGHTS) and waits,
+// holding the namespaces while den plans the container through
+// /proc/HOLDER/root. squashfuse is cloned from den outside the namespaces,
+// in a session of its own, and serves that descriptor (`/dev/fd/N`,
+// libfuse >= 3.3) without being in the mount namespace itself. So the mount
+// lives exactly as long as its namespace: while a process of the container
+// (the command, a background process it left, a joined peer's) or an open
+// namespace descriptor remains. When the last one goes, the kernel unmounts
+// it and aborts the FUSE connection, squashfuse's read(2) of /dev/fuse fails
+// with ENODEV and it exits by itself: after the command, after kill -9 of
+// den (the holder and the container's first process die of
+// PR_SET_PDEATHSIG), after a failed setup. Nothing is made on the host.
 
-import { DenError } from "../error.ts";
+import { DenError, osMessage } from "../error.ts";
 import { CallChain } from "./chain.ts";
 import {
-  CAP_SYS_ADMIN,
   CLONE_NEWNS,
   CLONE_NEWUSER,
-  LINUX_CAPABILITY_VERSION_3,
+  MS_NODEV,
+  MS_NOSUID,
   MS_PRIVATE,
+  MS_RDONLY,
   MS_REC,
+  MSG_CMSG_CLOEXEC,
   O_CLOEXEC,
-  PR_CAP_AMBIENT,
-  PR_CAP_AMBIENT_RAISE,
+  SCM_RIGHTS,
   SIG_DFL,
   SIGCHLD,
   SIGNALS,
+  SOL_SOCKET,
   WNOHANG,
 } from "./constants.ts";
 import { errnoError, strerror } from "./errno.ts";
-import { cString, errno, libc } from "./libc.ts";
-import type { Namespaces } from "./rendezvous.ts";
+import { addressOf, errno, libc } from "./libc.ts";
+import { type Namespaces, openDirectoryPath, openNamespaces, socketPair } from "./rendezvous.ts";
 import {
   addPrologue,
+  addSignalSetup,
   pipe,
-  readFull,
   readReports,
   type Step,
   usernsHint,
   writeIdMaps,
 } from "./spawn.ts";
+
+// fcntl.h and signal.h values only this file needs.
+const O_RDONLY = 0;
+const O_RDWR = 2;
+const SIG_IGN = 1n;
 
 export interface SquashOptions {
   /** Absolute host path of the .sqfs file. */
@@ -50,211 +63,342 @@ export interface SquashOptions {
   squashfuse: string;
   uidMap: { inside: number; outside: number };
   gidMap: { inside: number; outside: number };
-  /** How long squashfuse may take to mount (default 10 s). */
+  /** How long squashfuse may take to answer (default 10 s). */
   timeoutMs?: number;
 }
 
 export interface SquashMount {
-  /** The namespaces the image is mounted in (squashfuse's). */
+  /** The namespaces the image is mounted in (the holder's). */
   ns: Namespaces;
   /** Host path of their root: the image is at `${root}${mountPoint}`. */
   root: string;
   /** Where the image is mounted, in those namespaces. */
   mountPoint: string;
-  /** squashfuse, which holds the namespaces. */
+  /** squashfuse, outside the namespaces. */
   fusePid: number;
-  /** Kill squashfuse; the mount goes with the namespace. */
-  close(): void;
+  /**
+   * O_PATH descriptor of the image's mount itself, without the container's
+   * mounts on it: joined peers plan their command through it.
+   */
+  imageFd: number;
+  /** The container is in the namespaces: the holder's part is done. */
+  releaseHolder(): void;
+  /**
+   * Let go of the namespaces. `used`: a container was set up in them (its
+   * processes or peers may still use the mount, which then stays until the
+   * last is gone); otherwise squashfuse is killed now.
+   */
+  close(o: { used: boolean }): void;
 }
 
-/** Undo mountinfo's octal escapes (\040 for a space, ...). */
-function unescapeMountinfo(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
-}
-
-/** How many FUSE mounts /proc/PID/mountinfo shows at a mount point. */
-function fuseMountsAt(pid: number, mountPoint: string): number {
-  let text: string;
-  try {
-    text = Deno.readTextFileSync(`/proc/${pid}/mountinfo`);
-  } catch {
-    return -1;
-  }
-  let n = 0;
-  for (const line of text.split("\n")) {
-    const f = line.split(" ");
-    const sep = f.indexOf("-");
-    if (sep < 0 || unescapeMountinfo(f[4] ?? "") !== mountPoint) continue;
-    if (f[sep + 1]?.startsWith("fuse")) n++;
-  }
-  return n;
-}
+/** How long den waits at exit for squashfuse to go with the mount (the
+ * container left no process behind), so that den reaps it itself. */
+const REAP_MS = 25;
 
 function describeStatus(status: number): string {
   const sig = status & 0x7f;
   return sig === 0 ? `exited with status ${(status >> 8) & 0xff}` : `died of signal ${sig}`;
 }
 
+/** Sleep ms milliseconds on this thread (poll(2) of nothing). */
+function nap(ms: number): void {
+  libc().poll(new Uint8Array(8), 0n, ms);
+}
+
 /** Mount a SquashFS image in new namespaces; see the top of this file. */
 export async function mountSquash(o: SquashOptions): Promise<SquashMount> {
   const lc = libc();
-  const fail = (detail: string, hint?: string, code?: string) =>
-    new DenError("can't mount", detail, { path: o.image, hint, code });
+  const fail = (detail: string, hint?: string) =>
+    new DenError("can't mount", detail, { path: o.image, hint });
   // Started with SIGCHLD ignored, the kernel would reap our children itself.
   lc.signal(SIGCHLD, SIG_DFL);
   const fds: number[] = [];
-  const pids: number[] = [];
+  let holder = 0;
+  let fuse = 0;
   let ns: Namespaces | undefined;
-  const close = () => {
-    // SIGKILL, not SIGTERM: squashfuse has nothing to write back, and on
-    // SIGTERM libfuse unmounts its mount point by path, which after the
-    // container's pivot_root names a directory of the container instead.
-    for (const pid of pids.splice(0).reverse()) {
-      lc.kill(pid, SIGNALS.SIGKILL!);
-      lc.waitpid_now(pid, new Uint8Array(4), 0);
-    }
-    for (const fd of fds.splice(0)) lc.close(fd);
+  const status = new Int32Array(1);
+  const statusBytes = new Uint8Array(status.buffer);
+  const releaseHolder = () => {
+    if (!holder) return;
+    lc.kill(holder, SIGNALS.SIGKILL!);
+    lc.waitpid_now(holder, statusBytes, 0);
+    holder = 0;
+  };
+  const close = ({ used }: { used: boolean }) => {
     if (ns) {
       lc.close(ns.user);
       lc.close(ns.mnt);
       ns = undefined;
     }
+    releaseHolder();
+    for (const fd of fds.splice(0)) lc.close(fd);
+    if (!fuse) return;
+    if (!used) {
+      // Nothing ran on the mount: squashfuse (and anything it started, in
+      // its session) goes now, whether or not it ever answered.
+      lc.kill(-fuse, SIGNALS.SIGKILL!);
+      lc.kill(fuse, SIGNALS.SIGKILL!);
+      lc.waitpid_now(fuse, statusBytes, 0);
+    } else {
+      // With den's hold released, a container that left no process behind
+      // takes its namespace, the mount and so squashfuse with it at once;
+      // otherwise squashfuse stays until the last one ends (then init or a
+      // subreaper reaps it).
+      for (let t = 0; t < REAP_MS; t++) {
+        if (lc.waitpid_now(fuse, statusBytes, WNOHANG) !== 0) break;
+        nap(1);
+      }
+    }
+    fuse = 0;
   };
   try {
     // Loaded while the child starts.
-    const rendezvous = import("./rendezvous.ts");
     const [syncRead, syncWrite] = pipe();
     const [reportRead, reportWrite] = pipe();
-    const [errRead, errWrite] = pipe();
-    fds.push(syncWrite, reportRead, errRead);
-    const chain = new CallChain();
-    chain.reportFd = reportWrite;
-    const steps: Step[] = [];
-    // Waits in the prologue until den has written its id maps.
-    addPrologue(chain, { syncRead, syncWrite });
-    chain.reported("mount", 0n, chain.str("/"), 0n, MS_REC | MS_PRIVATE, 0n);
-    steps.push({ op: "can't make / private" });
-    // Its messages go to den, which says them in its own error line.
-    chain.call("dup2", errWrite, 1);
-    chain.call("dup2", errWrite, 2);
-    // squashfuse's uid in the namespace is not 0 (unless -u 0), so execve()
-    // would drop the CAP_SYS_ADMIN that clone() gave and mount(2) would
-    // fail: keep that one capability as an ambient one.
-    const bit = 1 << CAP_SYS_ADMIN;
-    // struct __user_cap_header_struct { u32 version; int pid (0: self) },
-    // then two { u32 effective, permitted, inheritable }: only this one.
-    const data = new Uint32Array([bit, bit, bit, 0, 0, 0]);
-    chain.reported(
-      "capset",
-      chain.words([BigInt(LINUX_CAPABILITY_VERSION_3)]),
-      chain.words([...new BigUint64Array(data.buffer)]),
-    );
-    steps.push({ op: "squashfuse: can't set capabilities" });
-    chain.reported("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_SYS_ADMIN, 0, 0);
-    steps.push({ op: "squashfuse: can't keep CAP_SYS_ADMIN" });
-    // The gate, as for a container's command: den writes the path's first
-    // byte once the steps above are reported, so after PR_SET_PDEATHSIG.
-    // Had den died before, the read sees EOF, the path stays empty and
-    // execvp() fails: no squashfuse outlives den.
-    const file = cString(o.squashfuse);
-    const gateByte = file[0]!;
-    file[0] = 0;
-    const fileBuf = chain.buffer(file.length);
-    fileBuf.bytes.set(file);
-    chain.call("read", syncRead, fileBuf.address, 1);
-    const argv = [o.squashfuse, "-f", o.image, o.mountPoint];
-    chain.call("execvp", fileBuf.address, chain.strv(argv));
-    chain.reportErrno();
-    chain.call("_exit", 127);
+    const [denEnd, holderEnd] = socketPair();
+    fds.push(syncWrite, reportRead, denEnd);
+    const { chain, steps } = holderChain(o, { syncRead, syncWrite, reportWrite, holderEnd });
     const pid = chain.clone(CLONE_NEWUSER | CLONE_NEWNS | SIGCHLD);
     const code = errno();
     lc.close(syncRead);
     lc.close(reportWrite);
-    lc.close(errWrite);
+    lc.close(holderEnd);
     if (pid < 0) {
       throw errnoError("can't clone a user namespace", code, { hint: usernsHint() });
     }
-    pids.push(pid);
+    holder = pid;
     writeIdMaps(pid, o);
-    // Watch the namespace's mount table before squashfuse can mount: a
-    // change after open() makes poll(2) say POLLPRI (proc(5)).
-    const mountinfo = lc.open(cString(`/proc/${pid}/mountinfo`), O_CLOEXEC);
-    if (mountinfo >= 0) fds.push(mountinfo);
-    // A copy of den's mounts: the host may have a FUSE mount there too.
-    const before = fuseMountsAt(pid, o.mountPoint);
     lc.write(syncWrite, new Uint8Array([1]), 1n);
     const codes = readReports(reportRead, steps.length);
+    chain.release();
     for (let i = 0; i < steps.length; i++) {
       const c = codes[i];
-      if (c === undefined) throw fail("squashfuse's starter died");
-      if (c !== 0) throw errnoError(steps[i]!.op, c);
+      if (c === undefined) throw fail("the SquashFS holder died");
+      if (c !== 0) {
+        throw errnoError(steps[i]!.op, c, { path: steps[i]!.path, hint: steps[i]!.hint });
+      }
     }
-    lc.write(syncWrite, new Uint8Array([gateByte]), 1n);
+    const dev = receiveFd(denEnd);
+    if (dev === undefined) throw fail("no /dev/fuse from the SquashFS holder");
+    ns = { ...openNamespaces(pid), ownerPid: Deno.pid };
+    const [errRead, errWrite] = pipe();
+    fds.push(errRead);
+    try {
+      fuse = startSquashfuse(o, dev, errWrite);
+    } finally {
+      // squashfuse has its own copy: when it exits, the FUSE connection is
+      // aborted, so nothing can wait on a server that is gone.
+      lc.close(dev);
+      lc.close(errWrite);
+    }
+    await waitForAnswer(fuse, `/proc/${pid}/root${o.mountPoint}`, { ...o, errRead }, (why) => {
+      fuse = 0; // reaped
+      return fail(why, FUSE_HINT);
+    }, () => fail(`squashfuse did not mount it within ${(o.timeoutMs ?? 10_000) / 1000} s`));
+    const imageFd = openDirectoryPath(`/proc/${pid}/root${o.mountPoint}`);
+    fds.push(imageFd);
+    const root = `/proc/${pid}/root`;
+    return { ns, root, mountPoint: o.mountPoint, fusePid: fuse, imageFd, releaseHolder, close };
+  } catch (e) {
+    close({ used: false });
+    throw e;
+  }
+}
+
+/**
+ * The holder's calls: wait for its id maps, make / private, open /dev/fuse
+ * at a number known in advance, mount it, pass it to den, wait.
+ */
+function holderChain(
+  o: SquashOptions,
+  io: { syncRead: number; syncWrite: number; reportWrite: number; holderEnd: number },
+): { chain: CallChain; steps: Step[] } {
+  const chain = new CallChain();
+  chain.reportFd = io.reportWrite;
+  const steps: Step[] = [];
+  // Waits in the prologue until den has written its id maps.
+  addPrologue(chain, io);
+  chain.reported("mount", 0n, chain.str("/"), 0n, MS_REC | MS_PRIVATE, 0n);
+  steps.push({ op: "can't make / private" });
+  // The mount options name the descriptor, and a chain cannot pass one
+  // call's result to the next: open(2) returns the lowest free number, and
+  // every number below `fd` is one the holder keeps open.
+  const keep = new Set([io.syncRead, io.reportWrite, io.holderEnd]);
+  let fd = 0;
+  while (keep.has(fd)) fd++;
+  chain.call("close", fd);
+  chain.clearErrno(); // EBADF when it was not open
+  // Opened inside the user namespace: the kernel wants /dev/fuse opened in
+  // the namespace that mounts it.
+  chain.reported("open", chain.str("/dev/fuse"), O_RDWR | O_CLOEXEC);
+  steps.push({ op: "can't open", path: "/dev/fuse", hint: DEV_FUSE_HINT });
+  const name = o.squashfuse.slice(o.squashfuse.lastIndexOf("/") + 1);
+  const data = `fd=${fd},rootmode=40000,user_id=${o.uidMap.inside},group_id=${o.gidMap.inside}`;
+  chain.reported(
+    "mount",
+    chain.str(name),
+    chain.str(o.mountPoint),
+    chain.str(`fuse.${name}`),
+    MS_NOSUID | MS_NODEV | MS_RDONLY,
+    chain.str(data),
+  );
+  steps.push({ op: `can't mount FUSE on ${o.mountPoint}`, hint: FUSE_HINT });
+  chain.reported("sendmsg", io.holderEnd, fdMessage(chain, fd), 0);
+  steps.push({ op: "can't pass /dev/fuse to den" });
+  chain.call("close", fd);
+  // Holds the namespaces until den closes its end (EOF) or kills it.
+  chain.call("read", io.syncRead, chain.buffer(8).address, 1);
+  chain.call("_exit", 0);
+  return { chain, steps };
+}
+
+/** A struct msghdr with one byte and SCM_RIGHTS of fd, in chain memory. */
+function fdMessage(chain: CallChain, fd: number): bigint {
+  const byte = chain.buffer(1);
+  const iov = chain.words([byte.address, 1n]);
+  const control = chain.buffer(24); // CMSG_SPACE(sizeof(int))
+  const cv = new DataView(control.bytes.buffer);
+  cv.setBigUint64(0, 20n, true); // CMSG_LEN(sizeof(int))
+  cv.setInt32(8, SOL_SOCKET, true);
+  cv.setInt32(12, SCM_RIGHTS, true);
+  cv.setInt32(16, fd, true);
+  const msg = chain.buffer(56);
+  const v = new DataView(msg.bytes.buffer);
+  v.setBigUint64(16, iov, true);
+  v.setBigUint64(24, 1n, true);
+  v.setBigUint64(32, control.address, true);
+  v.setBigUint64(40, 24n, true);
+  return msg.address;
+}
+
+/** The descriptor the holder sent (close-on-exec here), or undefined. */
+function receiveFd(sock: number): number | undefined {
+  const byte = new Uint8Array(1);
+  const iov = new BigUint64Array([addressOf(byte), 1n]);
+  const control = new Uint8Array(24);
+  const msg = new Uint8Array(56);
+  const v = new DataView(msg.buffer);
+  v.setBigUint64(16, addressOf(iov), true);
+  v.setBigUint64(24, 1n, true);
+  v.setBigUint64(32, addressOf(control), true);
+  v.setBigUint64(40, 24n, true);
+  if (Number(libc().recvmsg(sock, msg, MSG_CMSG_CLOEXEC)) !== 1) return undefined;
+  const cv = new DataView(control.buffer);
+  if (
+    Number(v.getBigUint64(40, true)) < 20 || cv.getInt32(8, true) !== SOL_SOCKET ||
+    cv.getInt32(12, true) !== SCM_RIGHTS
+  ) return undefined;
+  return cv.getInt32(16, true);
+}
+
+/**
+ * Start squashfuse on the open /dev/fuse `dev`: outside the container's
+ * namespaces, in a session of its own (a Ctrl-C for the container's
+ * command is not for it), no PR_SET_PDEATHSIG (it serves the container as
+ * long as the container lives, den or not), stdin /dev/null, stdout and
+ * stderr into errWrite. Returns its pid once it has exec'd.
+ */
+function startSquashfuse(o: SquashOptions, dev: number, errWrite: number): number {
+  const lc = libc();
+  const [reportRead, reportWrite] = pipe();
+  try {
+    const chain = new CallChain();
+    chain.reportFd = reportWrite;
+    addSignalSetup(chain, { outliveDen: true });
+    // Writes to stderr once den has stopped reading fail (EPIPE) instead of
+    // killing it (libfuse ignores SIGPIPE too).
+    chain.call("signal", SIGNALS.SIGPIPE!, SIG_IGN);
+    chain.call("setsid");
+    // Numbers above every descriptor involved, so no dup2() clobbers one
+    // still to be copied; the copies are not close-on-exec.
+    const fuseFd = Math.max(dev, errWrite, reportWrite, 2) + 1;
+    const err = fuseFd + 1;
+    chain.call("dup2", dev, fuseFd);
+    chain.call("dup2", errWrite, err);
+    chain.call("dup2", err, 1);
+    chain.call("dup2", err, 2);
+    chain.call("close", err);
+    chain.call("close", 0);
+    chain.call("open", chain.str("/dev/null"), O_RDONLY); // 0: the lowest free
+    chain.clearErrno();
+    const argv = [o.squashfuse, "-f", o.image, `/dev/fd/${fuseFd}`];
+    chain.call("execvp", chain.str(o.squashfuse), chain.strv(argv));
+    chain.reportErrno();
+    chain.call("_exit", 127);
+    const pid = chain.clone(SIGCHLD);
+    const code = errno();
+    lc.close(reportWrite);
+    if (pid < 0) throw errnoError("can't clone", code);
     // EOF when execvp() succeeded (the report pipe is close-on-exec).
     const exec = readReports(reportRead, 1)[0];
     chain.release();
-    if (exec !== undefined) throw fail(`can't execute ${o.squashfuse}: ${strerror(exec)}`);
-    const { openNamespaces } = await rendezvous;
-    ns = { ...openNamespaces(pid), ownerPid: Deno.pid };
-    await waitForMount(pid, { ...o, before, mountinfo, errRead }, (why, exited) => {
-      if (exited) pids.splice(pids.indexOf(pid), 1); // reaped
-      return fail(why, exited ? FUSE_HINT : undefined);
-    });
-    return { ns, root: `/proc/${pid}/root`, mountPoint: o.mountPoint, fusePid: pid, close };
-  } catch (e) {
-    close();
-    throw e;
+    if (exec !== undefined) {
+      lc.waitpid_now(pid, new Uint8Array(4), 0);
+      throw new DenError("can't execute", `${o.squashfuse}: ${strerror(exec)}`, {
+        path: o.image,
+      });
+    }
+    return pid;
+  } finally {
+    lc.close(reportRead);
   }
 }
 
 /** poll(2)'s events (asm-generic/poll.h). */
 const POLLIN = 0x1;
-const POLLPRI = 0x2;
-const POLLHUP = 0x10;
 
 /**
- * Wait (bounded) until squashfuse's mount shows in its namespace, or it
- * exits. poll(2) wakes on a change of the mount table (mountinfo, when it
- * could be opened) or on squashfuse's messages and exit (errRead's EOF);
- * each wait is short, so den still sees signals meanwhile.
+ * Wait (bounded) until squashfuse answers on the mount: a stat(2) of its
+ * root, on another thread, waits for FUSE_INIT. If squashfuse exits, the
+ * connection is aborted and the stat fails; then its exit status and
+ * messages say why. Signals reach den meanwhile (it awaits).
  */
-async function waitForMount(
+async function waitForAnswer(
   pid: number,
-  o: SquashOptions & { before: number; mountinfo: number; errRead: number },
-  fail: (why: string, exited: boolean) => DenError,
+  root: string,
+  o: SquashOptions & { errRead: number },
+  exited: (why: string) => DenError,
+  timedOut: () => DenError,
 ): Promise<void> {
-  const { mountinfo, errRead } = o;
   const lc = libc();
-  const timeoutMs = o.timeoutMs ?? 10_000;
-  const deadline = Date.now() + timeoutMs;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const answer = await Promise.race([
+    Deno.stat(root).then(() => undefined, (e: Error) => e),
+    new Promise<"timeout">((ok) => timer = setTimeout(() => ok("timeout"), o.timeoutMs ?? 10_000)),
+  ]);
+  clearTimeout(timer);
+  if (answer === undefined) return;
+  if (answer === "timeout") throw timedOut();
+  // Failed: squashfuse is gone or going (its last messages are in the pipe).
   const status = new Int32Array(1);
-  // What squashfuse said, for the error line.
-  const decoder = new TextDecoder();
-  let said = "";
-  // struct pollfd { int fd; short events; short revents; } x 2
-  const pfd = new Int32Array(4);
-  const events = new Int16Array(pfd.buffer);
-  pfd[0] = mountinfo;
-  events[2] = POLLPRI;
-  pfd[2] = errRead;
-  events[6] = POLLIN;
-  for (;;) {
-    if (fuseMountsAt(pid, o.mountPoint) > o.before) return;
+  for (let t = 0; t < 200; t++) {
     if (lc.waitpid_now(pid, new Uint8Array(status.buffer), WNOHANG) === pid) {
-      said += decoder.decode(readFull(errRead, 4096));
-      const text = said.trim().split("\n").filter((l) => l.trim() !== "");
+      const text = new TextDecoder().decode(readWaiting(o.errRead)).trim().split("\n")
+        .filter((l) => l.trim() !== "");
       const why = text.length ? `: ${text.join("; ")}` : "";
-      throw fail(`squashfuse ${describeStatus(status[0]!)}${why}`, true);
+      throw exited(`squashfuse ${describeStatus(status[0]!)}${why}`);
     }
-    const left = deadline - Date.now();
-    if (left <= 0) throw fail(`squashfuse did not mount it within ${timeoutMs / 1000} s`, false);
-    events[3] = events[7] = 0;
-    // Without mountinfo to wake on, look again every few milliseconds.
-    const n = lc.poll(new Uint8Array(pfd.buffer), 2n, Math.min(left, mountinfo < 0 ? 2 : 20));
-    if (n > 0 && events[7]! & POLLIN) said += decoder.decode(readSome(errRead), { stream: true });
-    if (n > 0 && events[7]! & POLLHUP) pfd[2] = -1; // exited: waitpid() says how
-    if (n === 0) await new Promise((ok) => setTimeout(ok, 0)); // let signals in
+    nap(1);
   }
+  throw new DenError("can't mount", osMessage(answer), { path: o.image });
+}
+
+/** What a pipe holds now, without waiting for more. */
+function readWaiting(fd: number): Uint8Array {
+  const chunks: Uint8Array[] = [];
+  // struct pollfd { int fd; short events; short revents; }
+  const pfd = new Int32Array([fd, POLLIN]);
+  while (chunks.length < 16) {
+    pfd[1] = POLLIN;
+    if (libc().poll(new Uint8Array(pfd.buffer), 1n, 0) !== 1 || !(pfd[1]! >> 16 & POLLIN)) break;
+    const chunk = readSome(fd);
+    if (chunk.length === 0) break;
+    chunks.push(chunk);
+  }
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) out.set(c, (at += c.length) - c.length);
+  return out;
 }
 
 /** One read(2) of what is there (poll said so). */
@@ -264,6 +408,10 @@ function readSome(fd: number): Uint8Array {
   return buf.subarray(0, Math.max(r, 0));
 }
 
+/** Why /dev/fuse cannot be opened, as one line of advice. */
+const DEV_FUSE_HINT =
+  "/dev/fuse must exist and be usable by users (mode 0666); den doctor checks this node";
+
 /** Why squashfuse fails in a user namespace, as one line of advice. */
 const FUSE_HINT =
-  "is the file a SquashFS image, and /dev/fuse usable (mode 0666)? den doctor checks this node";
+  "is the file a SquashFS image, and squashfuse built with libfuse >= 3.3? den doctor checks this node";

@@ -7,6 +7,7 @@ import {
   buildBusyboxImage,
   den,
   denArgv,
+  exists,
   hasUserns,
   HAVE_BUSYBOX,
   tempDir,
@@ -32,13 +33,91 @@ function t(name: string, fn: () => Promise<void>) {
   Deno.test({ name, ignore, sanitizeResources: false, sanitizeOps: false, fn });
 }
 
-/** Pids of the test user's squashfuse processes. */
+/** Pids of the test user's live squashfuse processes (not zombies: one
+ * that outlived den is reaped by init, which may take its time). */
 function squashfuses(): string[] {
   const { uid } = testUser();
   const r = new Deno.Command("pgrep", { args: ["-u", String(uid), "squashfuse"], stdout: "piped" })
     .outputSync();
-  return new TextDecoder().decode(r.stdout).trim().split("\n").filter(Boolean);
+  return new TextDecoder().decode(r.stdout).trim().split("\n").filter(Boolean).filter((pid) => {
+    try {
+      return !/^\d+ \(.*\) Z/.test(Deno.readTextFileSync(`/proc/${pid}/stat`));
+    } catch {
+      return false; // gone
+    }
+  });
 }
+
+/** Pids of the test user's processes in a mount namespace not ours. */
+function containerProcesses(): string[] {
+  const { uid } = testUser();
+  const ours = Deno.readLinkSync("/proc/self/ns/mnt");
+  const found: string[] = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      if (Deno.statSync(`/proc/${e.name}`).uid !== uid) continue;
+      if (Deno.readLinkSync(`/proc/${e.name}/ns/mnt`) !== ours) found.push(e.name);
+    } catch {
+      // gone, or a zombie
+    }
+  }
+  return found;
+}
+
+/** Nothing of a container is left: no squashfuse (it exits only when its
+ * mount is gone) and no process in another mount namespace. */
+async function nothingLeft(ms = 5000): Promise<void> {
+  ok(
+    await until(() => squashfuses().length === 0 && containerProcesses().length === 0, ms),
+    `left: squashfuse ${squashfuses()}, container processes ${containerProcesses()}`,
+  );
+}
+
+/** Start den in the background as the test user; output collected. */
+function spawnDen(args: string[], env: Record<string, string> = {}) {
+  const [cmd, ...rest] = denArgv(args);
+  const child = new Deno.Command(cmd!, {
+    args: rest,
+    env: { ...testUserEnv(), ...env },
+    clearEnv: true,
+    cwd: "/",
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output = child.output().then((r) => ({
+    code: r.code,
+    stdout: new TextDecoder().decode(r.stdout),
+    stderr: new TextDecoder().decode(r.stderr),
+  }));
+  return {
+    pid: child.pid,
+    output,
+    kill: () => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // gone
+      }
+    },
+  };
+}
+
+async function waitForFile(path: string, ms = 20_000): Promise<string> {
+  ok(await until(() => exists(path), ms), `timed out waiting for ${path}`);
+  return Deno.readTextFileSync(path);
+}
+
+/**
+ * Shell for a container: write the id of the mount at / (mountinfo), the
+ * mount namespace and the image's marker file to "$1" (atomically), then
+ * run "$2" (more shell).
+ */
+const REPORT = '{ grep -E "^[0-9]+ [0-9]+ [^ ]+ [^ ]+ / " /proc/self/mountinfo | cut -d" " -f1; ' +
+  "readlink /proc/self/ns/mnt; " +
+  'cat /etc/image-marker; } > "$1.tmp" && busybox mv "$1.tmp" "$1"; eval "$2"';
+const report = (file: string, then = "") => ["sh", "-c", REPORT, "sh", file, then];
 
 function fuseMounts(): string[] {
   return Deno.readTextFileSync("/proc/self/mountinfo").split("\n")
@@ -169,12 +248,156 @@ t("kill -9 of den running IMG.sqfs leaves no squashfuse and no mount", async () 
   }
 });
 
-t(
-  "under a launcher, ranks of a SquashFS image keep OpenMPI off CMA (they are not joined)",
-  async () => {
-    const r = await den(["run", SQFS, "--", "env"], { env: { OMPI_COMM_WORLD_LOCAL_SIZE: "2" } });
+t("a failed setup after the mount leaves no squashfuse and no mount", async () => {
+  const r = await den(["run", "-b", "/nonexistent-den-src", SQFS, "--", "true"]);
+  equal(r.code, 31, r.stderr);
+  match(r.stderr, /can't bind: source not found/);
+  await nothingLeft(2000);
+});
+
+t("the mount outlives the command while a background process it left runs", async () => {
+  // ch-run 0.31 unmounts when the command exits (the background process
+  // then reads ENOTCONN or dies of SIGBUS); den keeps the mount until the
+  // last process of the container is gone.
+  for (const [name, start] of [["bg", ""], ["setsid", "setsid "]]) {
+    const out = `${work!.path}/${name}`;
+    const bg = `${start}sh -c 'sleep 1; cat /etc/image-marker > ${out}.tmp 2>&1; ` +
+      `mv ${out}.tmp ${out}' </dev/null >/dev/null 2>&1 &`;
+    const r = await den(["run", SQFS, "--", "sh", "-c", `${bg} exit 0`]);
     equal(r.code, 0, r.stderr);
-    ok(r.stdout.split("\n").includes("OMPI_MCA_btl_vader_single_copy_mechanism=none"), r.stdout);
+    equal(squashfuses().length, 1, `${name}: squashfuse should serve the background process`);
+    equal(await waitForFile(out), "busybox test image\n", name);
+    await nothingLeft();
+  }
+});
+
+t("joined peers share one SquashFS mount and see the image; nothing is left", async () => {
+  const files = [1, 2, 3].map((i) => `${work!.path}/share.${i}`);
+  const args = (file: string, then: string) => [
+    "run",
+    "--join",
+    "--join-ct=3",
+    "--join-tag=share",
+    SQFS,
+    "--",
+    ...report(file, then),
+  ];
+  const first = spawnDen(args(files[0]!, "sleep 2"));
+  await waitForFile(files[0]!);
+  const others = await Promise.all([den(args(files[1]!, "")), den(args(files[2]!, ""))]);
+  for (const r of others) equal(r.code, 0, r.stderr);
+  equal((await first.output).code, 0);
+  const seen = files.map((f) => Deno.readTextFileSync(f));
+  equal(new Set(seen).size, 1, `peers saw different mounts:\n${seen.join("\n")}`);
+  match(seen[0]!, /^\d+\nmnt:\[\d+\]\nbusybox test image\n$/);
+  await nothingLeft();
+});
+
+t("a late peer finds the mount after the first peer left, while another peer lives", async () => {
+  const late = (i: number, then: string) => [
+    "run",
+    "--join-ct=3",
+    "--join-tag=late",
+    SQFS,
+    "--",
+    ...report(`${work!.path}/late.${i}`, then),
+  ];
+  const first = spawnDen(late(1, ""));
+  await waitForFile(`${work!.path}/late.1`);
+  const second = spawnDen(late(2, "sleep 4"));
+  await waitForFile(`${work!.path}/late.2`);
+  equal((await first.output).code, 0); // the den that mounted the image is gone
+  await new Promise((r) => setTimeout(r, 600)); // the second peer serves the group
+  const third = await den(late(3, ""));
+  equal(third.code, 0, third.stderr);
+  const seen = [1, 2, 3].map((i) => Deno.readTextFileSync(`${work!.path}/late.${i}`));
+  equal(new Set(seen).size, 1, seen.join("\n"));
+  second.kill();
+  await second.output;
+  await nothingLeft();
+});
+
+t(
+  "kill -9 of the den that mounted a joined image: peers keep it, then nothing is left",
+  async () => {
+    const out = `${work!.path}/k9`;
+    const first = spawnDen([
+      "run",
+      "--join-ct=2",
+      "--join-tag=k9",
+      SQFS,
+      "--",
+      ...report(`${out}.1`, "exec sleep 60"),
+    ]);
+    await waitForFile(`${out}.1`);
+    const second = spawnDen([
+      "run",
+      "--join-ct=2",
+      "--join-tag=k9",
+      SQFS,
+      "--",
+      ...report(`${out}.2`, `sleep 1.5; cat /etc/image-marker > ${out}.after`),
+    ]);
+    await waitForFile(`${out}.2`);
+    first.kill();
+    await first.output;
+    const r = await second.output;
+    equal(r.code, 0, r.stderr);
+    equal(Deno.readTextFileSync(`${out}.after`), "busybox test image\n");
+    equal(Deno.readTextFileSync(`${out}.1`), Deno.readTextFileSync(`${out}.2`));
+    await nothingLeft();
+  },
+);
+
+t("kill -9 of every den of a joined group leaves nothing", async () => {
+  const out = `${work!.path}/kall`;
+  const dens = [1, 2].map((i) =>
+    spawnDen([
+      "run",
+      "--join-ct=2",
+      "--join-tag=kall",
+      SQFS,
+      "--",
+      ...report(`${out}.${i}`, "exec sleep 60"),
+    ])
+  );
+  await waitForFile(`${out}.1`);
+  await waitForFile(`${out}.2`);
+  for (const d of dens) d.kill();
+  for (const d of dens) await d.output;
+  await nothingLeft();
+});
+
+t("--join-pid of a den running a SquashFS image sees its files", async () => {
+  const out = `${work!.path}/jp`;
+  const first = spawnDen(["run", SQFS, "--", ...report(`${out}.1`, "sleep 3")]);
+  await waitForFile(`${out}.1`);
+  const r = await den(["run", `--join-pid=${first.pid}`, SQFS, "--", ...report(`${out}.2`)]);
+  equal(r.code, 0, r.stderr);
+  equal(Deno.readTextFileSync(`${out}.2`), Deno.readTextFileSync(`${out}.1`));
+  equal((await first.output).code, 0);
+  await nothingLeft();
+});
+
+t(
+  "under a launcher, ranks of a SquashFS image join (CMA stays on); --no-join turns CMA off",
+  async () => {
+    const joined = await den(["run", "-v", SQFS, "--", "env"], {
+      env: { OMPI_COMM_WORLD_LOCAL_SIZE: "2", DEN_JOIN_TIMEOUT: "5" },
+    });
+    equal(joined.code, 0, joined.stderr);
+    match(joined.stderr, /join: I won/);
+    ok(!joined.stdout.includes("OMPI_MCA_btl_vader_single_copy_mechanism"), joined.stdout);
+    // --no-join, and one rank on the node (nothing to join).
+    const unjoined: [string[], Record<string, string>][] = [
+      [["--no-join"], { OMPI_COMM_WORLD_LOCAL_SIZE: "2" }],
+      [[], { OMPI_COMM_WORLD_LOCAL_SIZE: "1" }],
+    ];
+    for (const [opts, env] of unjoined) {
+      const r = await den(["run", ...opts, SQFS, "--", "env"], { env });
+      equal(r.code, 0, r.stderr);
+      ok(r.stdout.split("\n").includes("OMPI_MCA_btl_vader_single_copy_mechanism=none"), r.stdout);
+    }
   },
 );
 
