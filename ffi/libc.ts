@@ -80,6 +80,8 @@ const SYMBOLS = {
   open: { parameters: ["buffer", "i32"], result: "i32" },
   // den unpack --force: swap DEST and the new image atomically.
   renameat2: { parameters: ["i32", "buffer", "i32", "buffer", "u32"], result: "i32" },
+  // den unpack: FIFOs of layers (any user may make them).
+  mkfifo: { parameters: ["buffer", "u32"], result: "i32" },
   geteuid: { parameters: [], result: "u32" },
   getegid: { parameters: [], result: "u32" },
 } as const satisfies Deno.ForeignLibraryInterface;

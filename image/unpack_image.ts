@@ -445,8 +445,10 @@ function makeRunnable(rootfs: string): void {
         if (t?.isFile) continue;
       }
       replace(p, st);
+    } else if (st) {
+      replace(p, st); // a FIFO (opening it would block) or a socket
     }
-    Deno.writeFileSync(`${rootfs}/${p}`, new Uint8Array(), { mode: 0o644 });
+    Deno.writeFileSync(`${rootfs}/${p}`, new Uint8Array(), { mode: 0o644, createNew: true });
   }
   // ch/ is den's (and Charliecloud's) metadata directory: start it afresh so
   // that nothing the image planted there (a symlink) redirects our writes.

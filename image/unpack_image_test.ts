@@ -282,3 +282,19 @@ Deno.test("unpackImage() with force replaces DEST atomically: it never goes miss
   }
   assertEquals(t.ls(), ["img.tar", "out"]);
 });
+
+Deno.test("unpackImage(): FIFOs of the image are kept, but not where den run binds files", async () => {
+  using t = tmp();
+  const tar = makeTar([
+    { name: "etc/", type: "dir" },
+    { name: "etc/hosts", type: "fifo" }, // writing an empty file there would block
+    { name: "etc/passwd", type: "fifo" },
+    { name: "run/initctl", type: "fifo", mode: 0o600 },
+  ]);
+  await unpackImage(t.write("root.tar", tar), `${t.dir}/a`);
+  for (const f of ["hosts", "passwd"]) {
+    const st = Deno.lstatSync(`${t.dir}/a/etc/${f}`);
+    assertEquals([st.isFile, st.size], [true, 0]);
+  }
+  assertEquals(Deno.lstatSync(`${t.dir}/a/run/initctl`).isFifo, true);
+});

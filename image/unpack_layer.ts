@@ -2,6 +2,7 @@
 // opaque directories, type changes, hard links; everything owned by and
 // writable for the invoking user; nothing outside the rootfs touched.
 import { lutimesSync } from "node:fs";
+import { makeFifo } from "./_fifo.ts";
 import { DenError } from "../error.ts";
 import { decodeName, quote, splitEntryPath } from "./entry_path.ts";
 import { RootfsResolver } from "./rootfs_resolver.ts";
@@ -14,8 +15,9 @@ export interface UnpackStats {
   dirs: number;
   symlinks: number;
   hardlinks: number;
-  /** Device nodes and FIFOs, which an unprivileged user cannot create. */
+  /** Device nodes, which an unprivileged user cannot create: skipped. */
   devices: number;
+  fifos: number;
   whiteouts: number;
   /** Entries whose extended attributes were dropped. */
   xattrs: number;
@@ -30,6 +32,7 @@ export function newStats(): UnpackStats {
     symlinks: 0,
     hardlinks: 0,
     devices: 0,
+    fifos: 0,
     whiteouts: 0,
     xattrs: 0,
     bytes: 0,
@@ -203,9 +206,17 @@ export class LayerWriter implements TarHandler {
         this.#hardlink(host, real, e, name);
         this.stats.hardlinks++;
         return false;
+      case "fifo": {
+        this.#removeExisting(host);
+        const mode = fileMode(e.mode);
+        makeFifo(host, mode);
+        if (!this.#createdWith(mode)) Deno.chmodSync(host, mode);
+        Deno.utimeSync(host, e.mtime, e.mtime);
+        this.stats.fifos++;
+        return false;
+      }
       case "char":
       case "block":
-      case "fifo":
         this.stats.devices++;
         return false;
     }

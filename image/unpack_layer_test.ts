@@ -113,11 +113,18 @@ Deno.test("LayerWriter makes everything user-writable and drops setuid", () => {
     { name: "ro/", type: "dir", mode: 0o555 },
     { name: "ro/f", data: "x", mode: 0o4555 },
     { name: "dev/null", type: "char" },
-    { name: "fifo", type: "fifo" },
+    { name: "dev/sda", type: "block" },
+    { name: "fifo", type: "fifo", mode: 0o640 },
   ]);
   assertEquals(Deno.statSync(`${s.rootfs}/ro`).mode! & 0o7777, 0o755);
   assertEquals(Deno.statSync(`${s.rootfs}/ro/f`).mode! & 0o7777, 0o755);
+  // Device nodes are skipped; FIFOs are made, the user's like any file.
   assertEquals(st.devices, 2);
+  assertEquals(st.fifos, 1);
+  const fifo = Deno.lstatSync(`${s.rootfs}/fifo`);
+  assertEquals(fifo.isFifo, true);
+  assertEquals(fifo.mode! & 0o7777, 0o640);
+  assertEquals([...Deno.readDirSync(`${s.rootfs}/dev`)].length, 0);
 });
 
 // Hostile input: every attack must leave `outside` as it was.
