@@ -152,7 +152,6 @@ export async function mountSquash(o: SquashOptions): Promise<SquashMount> {
     fuse = 0;
   };
   try {
-    // Loaded while the child starts.
     const [syncRead, syncWrite] = pipe();
     const [reportRead, reportWrite] = pipe();
     const [denEnd, holderEnd] = socketPair();
@@ -195,6 +194,10 @@ export async function mountSquash(o: SquashOptions): Promise<SquashMount> {
       fuse = 0; // reaped
       return fail(why, FUSE_HINT);
     }, () => fail(`squashfuse did not mount it within ${(o.timeoutMs ?? 10_000) / 1000} s`));
+    // From now on nobody reads what squashfuse says: its writes fail (EPIPE,
+    // SIGPIPE ignored) instead of filling the pipe and blocking it.
+    fds.splice(fds.indexOf(errRead), 1);
+    lc.close(errRead);
     const imageFd = openDirectoryPath(`/proc/${pid}/root${o.mountPoint}`);
     fds.push(imageFd);
     const root = `/proc/${pid}/root`;
