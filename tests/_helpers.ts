@@ -297,3 +297,33 @@ export function canMountTmpfs(): boolean {
     Deno.removeSync(dir);
   }
 }
+
+/** Start den in the background as the test user; output collected. */
+export function spawnDen(args: string[], env: Record<string, string> = {}) {
+  const [cmd, ...rest] = denArgv(args);
+  const child = new Deno.Command(cmd!, {
+    args: rest,
+    env: { ...testUserEnv(), ...env },
+    clearEnv: true,
+    cwd: "/",
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output = child.output().then((r) => ({
+    code: r.code,
+    stdout: new TextDecoder().decode(r.stdout),
+    stderr: new TextDecoder().decode(r.stderr),
+  }));
+  return {
+    pid: child.pid,
+    output,
+    kill: () => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // gone
+      }
+    },
+  };
+}

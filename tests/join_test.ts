@@ -3,15 +3,7 @@
 // namespaces, ch-run's messages and errors, nothing left behind.
 
 import { equal, match, notEqual, ok } from "node:assert/strict";
-import {
-  buildBusyboxImage,
-  den,
-  denArgv,
-  hasUserns,
-  HAVE_BUSYBOX,
-  tempDir,
-  testUserEnv,
-} from "./_helpers.ts";
+import { buildBusyboxImage, den, hasUserns, HAVE_BUSYBOX, spawnDen, tempDir } from "./_helpers.ts";
 
 const ignore = !HAVE_BUSYBOX || !hasUserns();
 const work = ignore ? undefined : tempDir("den-join-test-");
@@ -26,24 +18,6 @@ function t(name: string, fn: () => Promise<void>) {
  * then sleeps SECONDS. */
 const PRINTNS = '{ readlink /proc/self/ns/user; readlink /proc/self/ns/mnt; } > "$1.tmp" && ' +
   'busybox mv "$1.tmp" "$1"; sleep "$2"';
-
-/** Start den in the background as the test user; stderr collected. */
-function spawnDen(args: string[], env: Record<string, string> = {}) {
-  const [cmd, ...rest] = denArgv(args);
-  const child = new Deno.Command(cmd!, {
-    args: rest,
-    env: { ...testUserEnv(), ...env },
-    clearEnv: true,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const output = child.output().then((r) => ({
-    code: r.code,
-    stderr: new TextDecoder().decode(r.stderr),
-  }));
-  return { pid: child.pid, output, kill: () => child.kill("SIGKILL") };
-}
 
 async function waitForFile(path: string, ms = 20000): Promise<string> {
   const end = Date.now() + ms;

@@ -10,6 +10,7 @@ import {
   exists,
   hasUserns,
   HAVE_BUSYBOX,
+  spawnDen,
   tempDir,
   testUser,
   testUserEnv,
@@ -72,36 +73,6 @@ async function nothingLeft(ms = 5000): Promise<void> {
     await until(() => squashfuses().length === 0 && containerProcesses().length === 0, ms),
     `left: squashfuse ${squashfuses()}, container processes ${containerProcesses()}`,
   );
-}
-
-/** Start den in the background as the test user; output collected. */
-function spawnDen(args: string[], env: Record<string, string> = {}) {
-  const [cmd, ...rest] = denArgv(args);
-  const child = new Deno.Command(cmd!, {
-    args: rest,
-    env: { ...testUserEnv(), ...env },
-    clearEnv: true,
-    cwd: "/",
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const output = child.output().then((r) => ({
-    code: r.code,
-    stdout: new TextDecoder().decode(r.stdout),
-    stderr: new TextDecoder().decode(r.stderr),
-  }));
-  return {
-    pid: child.pid,
-    output,
-    kill: () => {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // gone
-      }
-    },
-  };
 }
 
 async function waitForFile(path: string, ms = 20_000): Promise<string> {
@@ -302,7 +273,9 @@ t("a late peer finds the mount after the first peer left, while another peer liv
     "--",
     ...report(`${work!.path}/late.${i}`, then),
   ];
-  const first = spawnDen(late(1, ""));
+  // The first peer stays until the second has joined (else the second
+  // would rightly start a group of its own), then leaves.
+  const first = spawnDen(late(1, `while [ ! -e ${work!.path}/late.2 ]; do sleep 0.05; done`));
   await waitForFile(`${work!.path}/late.1`);
   const second = spawnDen(late(2, "sleep 4"));
   await waitForFile(`${work!.path}/late.2`);
