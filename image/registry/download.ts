@@ -5,7 +5,7 @@
 // busy unpacking, and a transfer it had to interleave with that work would
 // crawl.
 import { createHash } from "node:crypto";
-import { DenError } from "../../error.ts";
+import { DenError, osMessage } from "../../error.ts";
 import type { GrowingFile } from "../_decode.ts";
 import { type ClientOptions, networkReason, type RegistryClient } from "./client.ts";
 import type { Descriptor } from "./manifest.ts";
@@ -28,6 +28,11 @@ export interface TransferOptions {
 }
 
 class Stalled extends Error {}
+
+/** Bytes written to a blob's file at once (and told to a reader following it). */
+const BATCH = 1 << 20;
+/** ... or at most this many milliseconds after its first byte arrived. */
+const BATCH_MS = 20;
 
 /** A temporary file beside `final`, of this process, renamed to it when complete. */
 export function partPath(final: string): string {
@@ -120,6 +125,7 @@ async function transfer(
   try {
     let hash = createHash("sha256");
     let written = 0;
+    const batch = new Uint8Array(BATCH);
     if (earlier) {
       reread = await Deno.open(tmp);
       const buf = new Uint8Array(1 << 20);
@@ -159,6 +165,19 @@ async function transfer(
       if (!res.body) throw new DenError("", `${what}: empty answer`);
       const reader = res.body.getReader();
       let failure: unknown;
+      // Network chunks are small: they go to the file a batch at a time.
+      let batched = 0;
+      let later: ReturnType<typeof setTimeout> | undefined;
+      let writeError: unknown;
+      const flush = () => {
+        clearTimeout(later);
+        later = undefined;
+        if (writeError !== undefined) throw writeError;
+        writeAll(file, batch.subarray(0, batched), tmp);
+        written += batched;
+        batched = 0;
+        opts.growing?.written(written);
+      };
       try {
         for (;;) {
           let timer: ReturnType<typeof setTimeout> | undefined;
@@ -184,20 +203,38 @@ async function transfer(
             chunk = chunk.subarray(n);
             if (!chunk.length) continue;
           }
-          if (written + chunk.length > d.size) {
+          if (written + batched + chunk.length > d.size) {
             throw new DenError("", `${what}: larger than the ${d.size} bytes the manifest says`);
           }
-          for (let off = 0; off < chunk.length;) off += await file.write(chunk.subarray(off));
           hash.update(chunk);
-          written += chunk.length;
-          opts.growing?.written(written);
+          if (batched + chunk.length > batch.length) flush();
+          if (chunk.length >= batch.length) {
+            writeAll(file, chunk, tmp);
+            written += chunk.length;
+            opts.growing?.written(written);
+          } else {
+            batch.set(chunk, batched);
+            batched += chunk.length;
+            // A slow transfer still reaches the file (and its reader) soon.
+            later ??= setTimeout(() => {
+              later = undefined;
+              try {
+                flush();
+              } catch (e) {
+                writeError ??= e;
+              }
+            }, BATCH_MS);
+          }
           opts.onBytes?.(chunk.length);
         }
+        flush();
       } catch (e) {
         if (e instanceof DenError || opts.signal?.aborted) throw e;
         failure = e;
         reader.cancel().catch(() => {});
       }
+      // What arrived before a drop is good: resume after it.
+      flush();
       if (!failure && written === d.size && checked >= check) break;
       const why = failure instanceof Stalled
         ? `no data for ${stallMs / 1000} s`
@@ -227,6 +264,15 @@ async function transfer(
       // already gone
     }
     throw e;
+  }
+}
+
+/** Write all of `bytes`; a failure (a full disk) is a DenError, not retried. */
+function writeAll(file: Deno.FsFile, bytes: Uint8Array, path: string): void {
+  try {
+    for (let off = 0; off < bytes.length;) off += file.writeSync(bytes.subarray(off));
+  } catch (e) {
+    throw new DenError("", `can't write ${path}: ${osMessage(e)}`);
   }
 }
 
