@@ -37,11 +37,18 @@ export const LOCKED_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME |
 export const PR_SET_PDEATHSIG = 1;
 export const PR_SET_NO_NEW_PRIVS = 38;
 
+export const O_RDONLY = 0;
+export const O_RDWR = 2;
+export const O_DIRECTORY = 0o200000;
 export const O_CLOEXEC = 0o2000000;
+export const O_PATH = 0o10000000;
 export const O_NOCTTY = 0o400;
 export const SIG_SETMASK = 2;
 export const SIG_DFL = 0n;
+export const SIG_IGN = 1n;
 export const WNOHANG = 1;
+/** poll(2)'s "data to read" event. */
+export const POLLIN = 0x1;
 
 export const PR_CAP_AMBIENT = 47;
 export const PR_CAP_AMBIENT_RAISE = 2;

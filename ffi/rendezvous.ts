@@ -24,6 +24,9 @@ import {
   MSG_CMSG_CLOEXEC,
   MSG_DONTWAIT,
   O_CLOEXEC,
+  O_DIRECTORY,
+  O_PATH,
+  POLLIN,
   SCM_RIGHTS,
   SHUT_RDWR,
   SO_PEERCRED,
@@ -222,7 +225,7 @@ export class GroupServer {
   #drain(): void {
     const pfd = new Int16Array(4);
     new Int32Array(pfd.buffer)[0] = this.#fd;
-    pfd[2] = 1; // POLLIN
+    pfd[2] = POLLIN;
     for (let i = 0; i < 4096; i++) {
       pfd[3] = 0;
       if (libc().poll(new Uint8Array(pfd.buffer), 1n, 0) !== 1) return;
@@ -473,8 +476,6 @@ export function openNamespaces(pid: number, o: { root?: boolean } = {}): Namespa
 }
 
 // fcntl.h: a directory opened only to look up paths under it.
-const O_PATH = 0o10000000;
-const O_DIRECTORY = 0o200000;
 
 /** An O_PATH descriptor of a directory (close-on-exec), or the errno. */
 export function openDirectoryPath(path: string): number {

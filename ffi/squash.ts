@@ -29,8 +29,12 @@ import {
   MS_REC,
   MSG_CMSG_CLOEXEC,
   O_CLOEXEC,
+  O_RDONLY,
+  O_RDWR,
+  POLLIN,
   SCM_RIGHTS,
   SIG_DFL,
+  SIG_IGN,
   SIGCHLD,
   SIGNALS,
   SOL_SOCKET,
@@ -48,11 +52,6 @@ import {
   usernsHint,
   writeIdMaps,
 } from "./spawn.ts";
-
-// fcntl.h and signal.h values only this file needs.
-const O_RDONLY = 0;
-const O_RDWR = 2;
-const SIG_IGN = 1n;
 
 export interface SquashOptions {
   /** Absolute host path of the .sqfs file. */
@@ -346,9 +345,6 @@ function startSquashfuse(o: SquashOptions, dev: number, errWrite: number): numbe
     lc.close(reportRead);
   }
 }
-
-/** poll(2)'s events (asm-generic/poll.h). */
-const POLLIN = 0x1;
 
 /**
  * Wait (bounded) until squashfuse answers on the mount: a stat(2) of its
