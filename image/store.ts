@@ -235,8 +235,8 @@ export function removeTree(path: string): void {
   Deno.removeSync(path, { recursive: true });
 }
 
-/** This host's name as it may appear in a file name. */
-function hostTag(): string {
+/** This host's name as it may appear in a file name (no "-", which separates fields). */
+export function hostTag(): string {
   return Deno.hostname().replace(/[^A-Za-z0-9_.]/g, "_");
 }
 

@@ -195,21 +195,12 @@ export async function lockFile(path: string, options: LockOptions = {}): Promise
     await sleep(delay * (0.75 + Math.random() / 2), options.signal);
     delay = Math.min(1000, delay * 1.5);
   }
-  const beat = Math.max(50, Math.min(10_000, staleMs / 6));
-  const timer = setInterval(() => {
-    try {
-      const now = new Date();
-      Deno.utimeSync(path, now, now);
-    } catch {
-      // taken over, or the filesystem is gone: release() sorts it out
-    }
-  }, beat);
-  Deno.unrefTimer(timer);
+  const stopBeating = keepFresh(path, Math.max(50, Math.min(10_000, staleMs / 6)));
   let released = false;
   const release = () => {
     if (released) return;
     released = true;
-    clearInterval(timer);
+    stopBeating();
     try {
       if (parseHolder(Deno.readTextFileSync(path))?.token === holder.token) Deno.removeSync(path);
     } catch {
@@ -247,4 +238,23 @@ function breakLock(path: string, text: string): void {
   } catch {
     // gone
   }
+}
+
+/**
+ * Touch `path` every `ms` while this process lives (an unref'd timer), so
+ * that others see its owner is alive; returns the function that stops it.
+ * A failed touch is ignored: the file was taken over or removed, which its
+ * owner learns when it releases it.
+ */
+export function keepFresh(path: string, ms: number): () => void {
+  const timer = setInterval(() => {
+    try {
+      const now = new Date();
+      Deno.utimeSync(path, now, now);
+    } catch {
+      // see above
+    }
+  }, ms);
+  Deno.unrefTimer(timer);
+  return () => clearInterval(timer);
 }

@@ -20,8 +20,8 @@
 import { DenError, osMessage } from "../../error.ts";
 import { readImageMetadata } from "../metadata.ts";
 import { readFileInImage } from "../read_in_image.ts";
-import { listImages, pidAlive, secureStorage } from "../store.ts";
-import { lockFile } from "./file_lock.ts";
+import { hostTag, listImages, pidAlive, secureStorage } from "../store.ts";
+import { keepFresh, lockFile } from "./file_lock.ts";
 import { type Manifest, parseManifest } from "./manifest.ts";
 
 /** A registration not refreshed for this long is dead, whatever its host. */
@@ -107,8 +107,7 @@ function identity(): { host: string; pidns: string } {
 export function registerPull(storage: string, digests: string[]): PullRegistration {
   const dir = `${storage}/blobs/.pulls`;
   const me = identity();
-  const host = me.host.replace(/[^A-Za-z0-9._-]/g, "_");
-  const path = `${dir}/${host}-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+  const path = `${dir}/${hostTag()}-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
   const text = JSON.stringify({ host: me.host, pidns: me.pidns, pid: Deno.pid, digests }) + "\n";
   try {
     Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -116,20 +115,13 @@ export function registerPull(storage: string, digests: string[]): PullRegistrati
   } catch (e) {
     throw new DenError("register pull", osMessage(e), { path });
   }
-  const timer = setInterval(() => {
-    try {
-      const now = new Date();
-      Deno.utimeSync(path, now, now);
-    } catch {
-      // removed by a gc that judged it dead: only its blobs are at risk
-    }
-  }, PULL_REFRESH_MS);
-  Deno.unrefTimer(timer);
+  // (Removed by a gc that judged it dead, only its blobs are at risk.)
+  const stopBeating = keepFresh(path, PULL_REFRESH_MS);
   let released = false;
   const release = () => {
     if (released) return;
     released = true;
-    clearInterval(timer);
+    stopBeating();
     try {
       Deno.removeSync(path);
     } catch {
