@@ -127,7 +127,7 @@ function msghdr(
 }
 
 /** recvmsg() of 4 words and up to three fds; undefined on EOF. */
-function receive(fd: number, flags = 0): { words: Int32Array; fds: number[] } | undefined {
+export function receive(fd: number, flags = 0): { words: Int32Array; fds: number[] } | undefined {
   const data = new Uint8Array(16);
   const iov = new BigUint64Array([addressOf(data), 16n]);
   const control = new Uint8Array(16 + 16); // CMSG_SPACE(3 * 4)

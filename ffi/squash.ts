@@ -27,7 +27,6 @@ import {
   MS_PRIVATE,
   MS_RDONLY,
   MS_REC,
-  MSG_CMSG_CLOEXEC,
   O_CLOEXEC,
   O_RDONLY,
   O_RDWR,
@@ -41,8 +40,14 @@ import {
   WNOHANG,
 } from "./constants.ts";
 import { errnoError, strerror } from "./errno.ts";
-import { addressOf, errno, libc } from "./libc.ts";
-import { type Namespaces, openDirectoryPath, openNamespaces, socketPair } from "./rendezvous.ts";
+import { errno, libc } from "./libc.ts";
+import {
+  type Namespaces,
+  openDirectoryPath,
+  openNamespaces,
+  receive,
+  socketPair,
+} from "./rendezvous.ts";
 import {
   addPrologue,
   addSignalSetup,
@@ -275,22 +280,11 @@ function fdMessage(chain: CallChain, fd: number): bigint {
 
 /** The descriptor the holder sent (close-on-exec here), or undefined. */
 function receiveFd(sock: number): number | undefined {
-  const byte = new Uint8Array(1);
-  const iov = new BigUint64Array([addressOf(byte), 1n]);
-  const control = new Uint8Array(24);
-  const msg = new Uint8Array(56);
-  const v = new DataView(msg.buffer);
-  v.setBigUint64(16, addressOf(iov), true);
-  v.setBigUint64(24, 1n, true);
-  v.setBigUint64(32, addressOf(control), true);
-  v.setBigUint64(40, 24n, true);
-  if (Number(libc().recvmsg(sock, msg, MSG_CMSG_CLOEXEC)) !== 1) return undefined;
-  const cv = new DataView(control.buffer);
-  if (
-    Number(v.getBigUint64(40, true)) < 20 || cv.getInt32(8, true) !== SOL_SOCKET ||
-    cv.getInt32(12, true) !== SCM_RIGHTS
-  ) return undefined;
-  return cv.getInt32(16, true);
+  try {
+    return receive(sock)?.fds[0];
+  } catch {
+    return undefined; // the caller says what was missing
+  }
 }
 
 /**
