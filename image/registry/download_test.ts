@@ -8,6 +8,7 @@ import { GrowingFile } from "../_decode.ts";
 import { RegistryClient } from "./client.ts";
 import { downloadBlob, Downloader } from "./download.ts";
 import type { PullRef } from "./ref.ts";
+import { canMountTmpfs } from "../../tests/_helpers.ts";
 
 const BLOB = new Uint8Array(randomBytes(3 << 20));
 const DIGEST = `sha256:${createHash("sha256").update(BLOB).digest("hex")}`;
@@ -185,4 +186,33 @@ Deno.test("downloadBlob: resumes from what a killed pull left; starts afresh whe
     await server.shutdown();
     Deno.removeSync(dir, { recursive: true });
   }
+});
+
+Deno.test({
+  name: "downloadBlob: a full disk is one error, not retried like a dropped connection",
+  // A small tmpfs is the full disk.
+  ignore: !canMountTmpfs(),
+  async fn() {
+    const { server, ref, ranges } = serve(() => new Response(body(BLOB), { status: 200 }));
+    const dir = Deno.makeTempDirSync();
+    const mount = (cmd: string, args: string[]) => {
+      ok(new Deno.Command(cmd, { args }).outputSync().success, `${cmd} ${args.join(" ")}`);
+    };
+    mount("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir]);
+    try {
+      await rejects(
+        downloadBlob(new RegistryClient(ref), DESC, `${dir}/blob`, { attempts: 5 }),
+        (e: Error) => {
+          match(e.message, /^can't write .*: No space left on device/);
+          return true;
+        },
+      );
+      strictEqual(ranges.length, 1);
+      strictEqual([...Deno.readDirSync(dir)].length, 0);
+    } finally {
+      await server.shutdown();
+      mount("umount", [dir]);
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
 });
