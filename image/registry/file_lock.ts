@@ -195,19 +195,9 @@ export async function lockFile(path: string, options: LockOptions = {}): Promise
     await sleep(delay * (0.75 + Math.random() / 2), options.signal);
     delay = Math.min(1000, delay * 1.5);
   }
-  const stopBeating = keepFresh(path, Math.max(50, Math.min(10_000, staleMs / 6)));
-  let released = false;
-  const release = () => {
-    if (released) return;
-    released = true;
-    stopBeating();
-    try {
-      if (parseHolder(Deno.readTextFileSync(path))?.token === holder.token) Deno.removeSync(path);
-    } catch {
-      // gone already
-    }
-  };
-  return { path, release, [Symbol.dispose]: release };
+  return heldFile(path, Math.max(50, Math.min(10_000, staleMs / 6)), () => {
+    if (parseHolder(Deno.readTextFileSync(path))?.token === holder.token) Deno.removeSync(path);
+  });
 }
 
 /** Remove a stale lock whose content was `text`, unless it changed meanwhile. */
@@ -241,12 +231,16 @@ function breakLock(path: string, text: string): void {
 }
 
 /**
- * Touch `path` every `ms` while this process lives (an unref'd timer), so
- * that others see its owner is alive; returns the function that stops it.
- * A failed touch is ignored: the file was taken over or removed, which its
- * owner learns when it releases it.
+ * A file this process holds: touched every `ms` while the process lives (an
+ * unref'd timer) so that others see its holder is alive, and handed to
+ * `remove` once, at release. A failed touch or removal is ignored: the file
+ * was taken over or removed already.
  */
-export function keepFresh(path: string, ms: number): () => void {
+export function heldFile(
+  path: string,
+  ms: number,
+  remove: () => void,
+): { path: string; release(): void } & Disposable {
   const timer = setInterval(() => {
     try {
       const now = new Date();
@@ -256,5 +250,16 @@ export function keepFresh(path: string, ms: number): () => void {
     }
   }, ms);
   Deno.unrefTimer(timer);
-  return () => clearInterval(timer);
+  let released = false;
+  const release = () => {
+    if (released) return;
+    released = true;
+    clearInterval(timer);
+    try {
+      remove();
+    } catch {
+      // gone already
+    }
+  };
+  return { path, release, [Symbol.dispose]: release };
 }

@@ -21,7 +21,7 @@ import { DenError, osMessage } from "../../error.ts";
 import { readImageMetadata } from "../metadata.ts";
 import { readFileInImage } from "../read_in_image.ts";
 import { hostTag, listImages, pidAlive, secureStorage } from "../store.ts";
-import { keepFresh, lockFile } from "./file_lock.ts";
+import { heldFile, lockFile } from "./file_lock.ts";
 import { type Manifest, parseManifest } from "./manifest.ts";
 
 /** A registration not refreshed for this long is dead, whatever its host. */
@@ -116,19 +116,7 @@ export function registerPull(storage: string, digests: string[]): PullRegistrati
     throw new DenError("register pull", osMessage(e), { path });
   }
   // (Removed by a gc that judged it dead, only its blobs are at risk.)
-  const stopBeating = keepFresh(path, PULL_REFRESH_MS);
-  let released = false;
-  const release = () => {
-    if (released) return;
-    released = true;
-    stopBeating();
-    try {
-      Deno.removeSync(path);
-    } catch {
-      // gone already
-    }
-  };
-  return { path, release, [Symbol.dispose]: release };
+  return heldFile(path, PULL_REFRESH_MS, () => Deno.removeSync(path));
 }
 
 /** The kind of an entry of the cache directory, by name; undefined for other names. */
