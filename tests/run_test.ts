@@ -417,7 +417,7 @@ async function typeOn(
   argv: string[],
   env: Record<string, string>,
   keys: string,
-  delayMs: number,
+  when: number | string,
 ): Promise<DenTerm> {
   const [cmd, ...args] = argv;
   const child = new Deno.Command(cmd!, {
@@ -426,29 +426,46 @@ async function typeOn(
     clearEnv: true,
     stdin: "piped",
     stdout: "piped",
-    stderr: "piped",
+    stderr: "null",
   }).spawn();
   const w = child.stdin.getWriter();
-  if (keys) {
-    await new Promise((r) => setTimeout(r, delayMs));
-    await w.write(new TextEncoder().encode(keys));
-  }
   const timer = setTimeout(() => child.kill("SIGKILL"), 30000);
-  const r = await child.output().finally(() => clearTimeout(timer));
+  let out = "";
+  let typed = !keys;
+  const type = async () => {
+    if (typed) return;
+    typed = true;
+    await w.write(new TextEncoder().encode(keys));
+  };
+  // A number: type after that many ms; a string: once the output shows it
+  // (a loaded machine may take seconds to get there).
+  if (typeof when === "number") setTimeout(type, when);
+  const decoder = new TextDecoder();
+  for await (const chunk of child.stdout) {
+    out += decoder.decode(chunk, { stream: true }).replaceAll("\r", "");
+    if (typeof when === "string" && out.includes(when)) await type();
+  }
+  const { code } = await child.status.finally(() => clearTimeout(timer));
   await w.close().catch(() => {});
-  return { code: r.code, out: new TextDecoder().decode(r.stdout).replaceAll("\r", "") };
+  return { code, out };
 }
 
-/** Run argv on a new terminal (script(1)), writing input after a delay. */
-function onTerminal(argv: string[], input: string, delayMs: number): Promise<DenTerm> {
+/** Run argv on a new terminal (script(1)), writing input after a delay or
+ * once the output shows a text. */
+function onTerminal(argv: string[], input: string, when: number | string): Promise<DenTerm> {
   const quoted = asTestUser(argv).map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(" ");
   // exec: no shell in between to take its own share of a Ctrl-C.
-  return typeOn(["script", "-qec", `exec ${quoted}`, "/dev/null"], testUserEnv(), input, delayMs);
+  return typeOn(["script", "-qec", `exec ${quoted}`, "/dev/null"], testUserEnv(), input, when);
 }
 
 /** Run a script in an interactive bash (job control on) on a terminal
- * made by script(1); `keys` are typed after `delayMs`. */
-async function inInteractiveBash(script: string, keys = "", delayMs = 0): Promise<string> {
+ * made by script(1); `keys` are typed after `when` (ms, or a text in the
+ * output). */
+async function inInteractiveBash(
+  script: string,
+  keys = "",
+  when: number | string = 0,
+): Promise<string> {
   const argv = asTestUser([
     "script",
     "-qec",
@@ -456,7 +473,7 @@ async function inInteractiveBash(script: string, keys = "", delayMs = 0): Promis
     "/dev/null",
   ]);
   const env = { ...testUserEnv(), TERM: "dumb", DEN: denPlainArgv([]).join(" "), IMG };
-  return (await typeOn(argv, env, keys, delayMs)).out;
+  return (await typeOn(argv, env, keys, when)).out;
 }
 
 t(
@@ -469,10 +486,10 @@ t(
         "--",
         "sh",
         "-c",
-        'trap "echo got INT" INT; i=0; while [ $i -lt 25 ]; do sleep 0.1; i=$((i+1)); done; echo done',
+        'trap "echo got INT" INT; echo ready; i=0; while [ $i -lt 25 ]; do sleep 0.1; i=$((i+1)); done; echo done',
       ]),
       "\x03",
-      1500,
+      "ready",
     );
     equal(r.out.match(/got INT/g)?.length, 1, r.out);
     match(r.out, /done/);
@@ -599,7 +616,7 @@ t(
       "$DEN run $IMG -- sh -c 'trap \"echo got-int\" INT; echo ready; sleep 3 & wait; echo done'; " +
         "echo status=$?",
       "\x03",
-      2500,
+      "ready\n",
     );
     equal(out.match(/got-int/g)?.length, 1, out);
     match(out, /done\nstatus=0/);
