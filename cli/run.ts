@@ -22,6 +22,7 @@ import { lazy } from "./lazy.ts";
 import { resolveImage } from "../image/store.ts";
 import { readImageMetadata } from "../image/metadata.ts";
 import { readFileInImage } from "../image/read_in_image.ts";
+import { fileKind } from "../ffi/libc.ts";
 import type { SquashMount } from "../ffi/squash.ts";
 import type { Arrival, ArriveOptions, GroupServer, Namespaces } from "../ffi/rendezvous.ts";
 import type { RunHooks } from "../run/run_plan.ts";
@@ -244,18 +245,12 @@ function osReason(e: unknown): string {
 }
 
 /** The host's file system for the planner; each answer is kept for the
- * run (a failed lstat costs a thrown error, and the planner asks again). */
+ * run (the planner asks again). */
 const kinds = new Map<string, ReturnType<HostView["lkind"]>>();
 const hostView: HostView = {
   lkind(path) {
     if (kinds.has(path)) return kinds.get(path);
-    let kind: ReturnType<HostView["lkind"]>;
-    try {
-      const s = Deno.lstatSync(path);
-      kind = s.isSymlink ? "symlink" : s.isDirectory ? "dir" : s.isFile ? "file" : "other";
-    } catch {
-      kind = undefined;
-    }
+    const kind = fileKind(path);
     kinds.set(path, kind);
     return kind;
   },
@@ -286,16 +281,18 @@ async function imageOf(
   storage?: string,
 ): Promise<{ path: string; squash: boolean }> {
   const path = resolveImage(arg, storage);
-  let st;
-  try {
-    st = Deno.statSync(path);
-  } catch (e) {
-    throw new DenError("can't stat", `${path}: ${osReason(e)}`, {
-      code: (e as { code?: string }).code,
-    });
+  const kind = fileKind(path, true);
+  if (kind === undefined) {
+    try {
+      Deno.statSync(path); // for the reason, in Deno's words
+    } catch (e) {
+      throw new DenError("can't stat", `${path}: ${osReason(e)}`, {
+        code: (e as { code?: string }).code,
+      });
+    }
   }
-  if (st.isDirectory) return { path: Deno.realPathSync(path), squash: false };
-  if (st.isFile) {
+  if (kind === "dir") return { path: Deno.realPathSync(path), squash: false };
+  if (kind === "file") {
     // As ch-run: a file is a SquashFS image when it starts with the magic.
     const head = new Uint8Array(4);
     try {
@@ -523,7 +520,7 @@ async function runSquash(
     return { rootfs: mountPoint, view: squashView(mountPoint, at), readAt: at, join: ns };
   };
   const joins = !cli.dryRun && (join.group !== undefined || join.pid !== undefined);
-  const rv = joins ? await import("../ffi/rendezvous.ts") : undefined;
+  const rv = joins ? await rendezvous() : undefined;
   if (rv && join.pid !== undefined) {
     verbose(`join: joining namespaces of pid ${join.pid}`);
     const ns = rv.openNamespaces(containerPid(join.pid), { root: true });
@@ -562,6 +559,11 @@ async function runSquash(
     server?.close();
     squash?.close({ used });
   }
+}
+
+/** The peer-group rendezvous, loaded only by a den that joins one. */
+function rendezvous(): Promise<typeof import("../ffi/rendezvous.ts")> {
+  return lazy<typeof import("../ffi/rendezvous.ts")>("../ffi/rendezvous.ts");
 }
 
 /** How den sees the image and the namespaces it is to be run in. */
@@ -662,7 +664,7 @@ async function runJoined(
   const { enter, onReady, server, peer } = image;
   if (image.join) {
     // SquashFS: the group was met (or --join-pid opened) before planning.
-    const rv = await import("../ffi/rendezvous.ts");
+    const rv = await rendezvous();
     const stop = peer ? rv.serveWhenFree(peer.arriving, peer.arrival) : undefined;
     try {
       return await runPlan(plan, { warn, join: image.join });
@@ -671,7 +673,7 @@ async function runJoined(
     }
   }
   if (server) {
-    const rv = await import("../ffi/rendezvous.ts");
+    const rv = await rendezvous();
     return await runPlan(plan, {
       warn,
       enter,
@@ -685,7 +687,7 @@ async function runJoined(
     });
   }
   if (!join.group && join.pid === undefined) return await runPlan(plan, { warn, enter, onReady });
-  const rv = await import("../ffi/rendezvous.ts");
+  const rv = await rendezvous();
   if (join.pid !== undefined) {
     verbose(`join: joining namespaces of pid ${join.pid}`);
     const ns = rv.openNamespaces(containerPid(join.pid));

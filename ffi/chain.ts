@@ -18,6 +18,11 @@ const UC_STACK_SIZE = 32;
 const UC_SIGMASK: Record<string, number> = { "x86_64": 296, "aarch64": 40 };
 const CONTEXT_BYTES = 8192; // sizeof(ucontext_t) is 968 (x86_64), 4560 (aarch64)
 const STACK_BYTES = 64 * 1024; // only the touched pages are ever committed
+// The calls share one stack. Call i starts STACK_STEP bytes above call
+// i-1 and grows down over the stacks of calls that are done; makecontext()
+// writes at most 24 bytes below a call's top (its return to uc_link), which
+// no earlier call touches.
+const STACK_STEP = 64;
 const SIGSET_BYTES = 128;
 
 type Arg = bigint | number;
@@ -111,11 +116,12 @@ export class CallChain {
   /** Prepare all contexts; returns the first one, the argument of setcontext. */
   build(): Deno.PointerObject {
     const n = this.#calls.length;
-    const slot = CONTEXT_BYTES + STACK_BYTES;
-    const mem = new Uint8Array(n * slot + 16);
+    const contexts = n * CONTEXT_BYTES;
+    const mem = new Uint8Array(contexts + STACK_BYTES + n * STACK_STEP + 16);
     this.#keep.push(mem);
     const base = (addressOf(mem) + 15n) & ~15n;
     const skew = Number(base - addressOf(mem));
+    const stackTop = (i: number) => base + BigInt(contexts + STACK_BYTES + i * STACK_STEP);
     const view = new DataView(mem.buffer);
     const sigmask = UC_SIGMASK[Deno.build.arch];
     if (sigmask === undefined) {
@@ -131,17 +137,14 @@ export class CallChain {
       throw new Error("internal error: getcontext failed");
     }
     for (let i = n - 1; i >= 0; i--) {
-      const off = skew + i * slot;
+      const off = skew + i * CONTEXT_BYTES;
       const ctx = mem.subarray(off, off + CONTEXT_BYTES);
       ctx.set(template);
-      const next = i + 1 < n ? base + BigInt((i + 1) * slot) : 0n;
+      const next = i + 1 < n ? base + BigInt((i + 1) * CONTEXT_BYTES) : 0n;
       view.setBigUint64(off + UC_LINK, next, true);
-      view.setBigUint64(
-        off + UC_STACK_SP,
-        base + BigInt(i * slot + CONTEXT_BYTES),
-        true,
-      );
-      view.setBigUint64(off + UC_STACK_SIZE, BigInt(STACK_BYTES), true);
+      const size = STACK_BYTES + i * STACK_STEP;
+      view.setBigUint64(off + UC_STACK_SP, stackTop(i) - BigInt(size), true);
+      view.setBigUint64(off + UC_STACK_SIZE, BigInt(size), true);
       mem.fill(0, off + sigmask, off + sigmask + SIGSET_BYTES);
       const { fn, args } = this.#calls[i]!;
       const a = [...args, 0n, 0n, 0n, 0n, 0n, 0n];

@@ -38,6 +38,7 @@ export const PR_SET_PDEATHSIG = 1;
 export const PR_SET_NO_NEW_PRIVS = 38;
 
 export const O_RDONLY = 0;
+export const O_WRONLY = 1;
 export const O_RDWR = 2;
 export const O_DIRECTORY = 0o200000;
 export const O_CLOEXEC = 0o2000000;

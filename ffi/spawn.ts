@@ -17,6 +17,7 @@ import {
   MS_REC,
   MS_REMOUNT,
   O_CLOEXEC,
+  O_WRONLY,
   PR_SET_NO_NEW_PRIVS,
   PR_SET_PDEATHSIG,
   S_IFREG,
@@ -127,16 +128,15 @@ export function tempFile(name: string, content: string, tmpdir: string): string 
 
 /** Write the id maps of a child in a new user namespace. */
 export function writeIdMaps(pid: number, plan: Pick<Plan, "uidMap" | "gidMap">): void {
+  const lc = libc();
   const write = (file: string, text: string) => {
-    try {
-      Deno.writeTextFileSync(`/proc/${pid}/${file}`, text);
-    } catch (e) {
-      throw new DenError(
-        `can't write /proc/${pid}/${file}`,
-        (e as Error).message,
-        { cause: e },
-      );
-    }
+    const path = `/proc/${pid}/${file}`;
+    const bytes = cString(text).subarray(0, -1);
+    const fd = lc.open(cString(path), O_WRONLY | O_CLOEXEC);
+    const done = fd >= 0 && lc.write(fd, bytes, BigInt(bytes.length)) === BigInt(bytes.length);
+    const code = done ? 0 : errno();
+    if (fd >= 0) lc.close(fd);
+    if (!done) throw errnoError(`can't write ${path}`, code);
   };
   write("setgroups", "deny");
   write("uid_map", `${plan.uidMap.inside} ${plan.uidMap.outside} 1\n`);
