@@ -61,7 +61,7 @@ unprivileged user and mount namespaces, no setuid, no daemon.
                          can write anywhere, writes vanish at exit, the image
                          stays unchanged
       --dry-run          print the plan as JSON and exit
-      --join             share the container with peers on this node (same
+  -j, --join             share the container with peers on this node (same
                          user and mount namespace; peers as ch-run counts)
       --join-ct=N        number of peers in the group (implies --join)
       --join-pid=PID     join the container of process PID (a den or a
@@ -137,7 +137,7 @@ const RUN_OPTIONS: Record<string, OptionSpec> = {
   write: { short: "w", takes: "flag" },
   "write-fake": { short: "W", takes: "optional" },
   "dry-run": { takes: "flag" },
-  join: { takes: "flag" },
+  join: { short: "j", takes: "flag" },
   "join-ct": { takes: "value" },
   "join-pid": { takes: "value" },
   "join-tag": { takes: "value" },
@@ -158,7 +158,8 @@ export function parseRunArgs(args: string[]): RunRequest {
 
   const [image, ...command] = parsed.positionals;
   if (image === undefined) {
-    throw usageError("IMAGE and/or CMD not specified", "try 'den run --help'");
+    // As current ch-run: a fatal error (31), not an argp usage error.
+    throw new DenError("", "IMAGE and/or CMD not specified", { hint: "try 'den run --help'" });
   }
   const envOps: EnvOp[] = [];
   for (const t of parsed.options) {

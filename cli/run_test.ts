@@ -141,9 +141,19 @@ Deno.test("parseRunArgs() allows an empty command (the image's own)", () => {
   deepStrictEqual(run("img").command, []);
 });
 
-Deno.test("parseRunArgs() without IMAGE is a usage error", () => {
-  throws(() => parseRunArgs([]), usage("IMAGE and/or CMD not specified"));
-  throws(() => parseRunArgs(["-w"]), usage("IMAGE and/or CMD not specified"));
+Deno.test("parseRunArgs() without IMAGE fails as current ch-run does (31, not 64)", () => {
+  const fatal = (e: unknown) =>
+    e instanceof DenError && e.message === "IMAGE and/or CMD not specified" && e.exitCode === 31;
+  throws(() => parseRunArgs([]), fatal);
+  throws(() => parseRunArgs(["-w"]), fatal);
+});
+
+Deno.test("parseRunArgs() takes -j for --join, as ch-run", () => {
+  const req = parseRunArgs(["-j", "img", "--", "true"]);
+  if (req.kind !== "run") throw new Error(req.kind);
+  strictEqual(req.join.join, true);
+  const both = parseRunArgs(["-vj", "img", "--", "true"]);
+  strictEqual(both.kind === "run" && both.join.join && both.cli.verbose, 1);
 });
 
 Deno.test("parseRunArgs() passes parseArgv() usage errors on", () => {

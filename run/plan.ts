@@ -388,9 +388,7 @@ export function planContainer(
     argv = [...(image?.entrypoint ?? []), ...(image?.cmd ?? [])];
   }
   if (argv.length === 0) {
-    throw new DenError("", "IMAGE and/or CMD not specified", {
-      exitCode: EXIT_USAGE,
-    });
+    throw new DenError("", "IMAGE and/or CMD not specified");
   }
 
   const fake = opts.writeFake !== undefined;

@@ -680,8 +680,8 @@ Deno.test("planContainer() without a command runs entrypoint + cmd", () => {
   );
 });
 
-Deno.test("planContainer() without any command is a usage error", () => {
-  const noCmd = denError("IMAGE and/or CMD not specified", { exit: 64 });
+Deno.test("planContainer() without any command fails as ch-run does (31)", () => {
+  const noCmd = denError("IMAGE and/or CMD not specified", { exit: 31 });
   throws(() => plan({ command: [] }), noCmd);
   throws(() => plan({ command: [] }, {}, { entrypoint: [], cmd: null }), noCmd);
 });
@@ -689,7 +689,7 @@ Deno.test("planContainer() without any command is a usage error", () => {
 Deno.test("planContainer() checks the command before the image", () => {
   throws(
     () => planContainer(opts({ command: [] }), facts({ fs: fakeFs({}) }), "/img"),
-    denError("IMAGE and/or CMD not specified", { exit: 64 }),
+    denError("IMAGE and/or CMD not specified", { exit: 31 }),
   );
 });
 
