@@ -16,7 +16,13 @@ import {
   WRITE_FAKE_SIZE,
 } from "../run/plan.ts";
 import { out, output, verbose, warn } from "./output.ts";
-import { decideJoin, type JoinDecision, type JoinGroup, type JoinOptions } from "../run/join.ts";
+import {
+  decideJoin,
+  type JoinDecision,
+  type JoinGroup,
+  type JoinOptions,
+  parseCount,
+} from "../run/join.ts";
 import { VERSION } from "./version.ts";
 import { lazy } from "./lazy.ts";
 import { resolveImage } from "../image/store.ts";
@@ -107,12 +113,10 @@ export interface RunCliOptions {
   mount?: string;
 }
 
+/** --uid/--gid as ch-run parses them: an int, with its words when not. */
 function parseId(name: string, text: string): number {
-  if (!/^\d+$/.test(text)) {
-    throw usageError(`--${name}: no digits found: ${JSON.stringify(text)}`);
-  }
-  const n = Number(text);
-  if (n > 0xfffffffe) throw usageError(`--${name}: out of range: ${text}`);
+  const n = parseCount(text, `--${name}`, false);
+  if (n < 0) throw new DenError("", `--${name}: must be non-negative`);
   return n;
 }
 
@@ -487,6 +491,10 @@ export async function runCommand(args: string[]): Promise<number> {
     source: b.source.startsWith("/") ? b.source : `${cwd}/${b.source}`.replace(/\/(\.\/)+/g, "/"),
     target: b.target ?? (b.source.startsWith("/") ? undefined : `${cwd}/${b.source}`),
   }));
+  // As ch-run: a -s directory that is not there is worth a word, not an end.
+  if (cli.storage !== undefined && fileKind(cli.storage, true) === undefined) {
+    warn(`storage directory not found: ${cli.storage}`);
+  }
   if (opts.image.startsWith("docker://")) opts.image = await pulledImage(opts.image, cli.storage);
   const image = await imageOf(opts.image, cli.storage);
   const facts = await hostFacts(env);

@@ -643,6 +643,12 @@ t(
   Deno.uid() !== 0,
 );
 
+t("-s naming a directory that is not there warns, as ch-run does, and runs", async () => {
+  const r = await den(["run", "-s", `${work!.path}/no-storage`, IMG, "--", "true"]);
+  equal(r.code, 0);
+  equal(r.stderr, `den: warning: storage directory not found: ${work!.path}/no-storage\n`);
+});
+
 t("an image whose /etc/hosts is a directory is refused, as ch-run does", async () => {
   const img = `${work!.path}/hosts-dir`;
   buildBusyboxImage(img);
