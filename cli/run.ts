@@ -549,6 +549,8 @@ async function runSquash(
   }
   let squash: SquashMount | undefined;
   let used = false;
+  // Compiled while den waits for squashfuse to answer, not after.
+  import("../run/run_plan.ts").catch(() => {});
   try {
     squash = await mountImage(image, mountPoint, opts, facts);
     const at = `${squash.root}${mountPoint}`;

@@ -1,5 +1,7 @@
 // Kernel and glibc constants, with their C names so man pages and grep agree.
 
+export const CLONE_VM = 0x00000100;
+export const CLONE_VFORK = 0x00004000;
 export const CLONE_NEWNS = 0x00020000;
 export const CLONE_NEWUSER = 0x10000000;
 export const SIGCHLD = 17;
@@ -44,6 +46,7 @@ export const O_DIRECTORY = 0o200000;
 export const O_CLOEXEC = 0o2000000;
 export const O_PATH = 0o10000000;
 export const O_NOCTTY = 0o400;
+export const SIG_BLOCK = 0;
 export const SIG_SETMASK = 2;
 export const SIG_DFL = 0n;
 export const SIG_IGN = 1n;

@@ -22,6 +22,8 @@ import { CallChain } from "./chain.ts";
 import {
   CLONE_NEWNS,
   CLONE_NEWUSER,
+  CLONE_VFORK,
+  CLONE_VM,
   MS_NODEV,
   MS_NOSUID,
   MS_PRIVATE,
@@ -32,8 +34,10 @@ import {
   O_RDWR,
   POLLIN,
   SCM_RIGHTS,
+  SIG_BLOCK,
   SIG_DFL,
   SIG_IGN,
+  SIG_SETMASK,
   SIGCHLD,
   SIGNALS,
   SOL_SOCKET,
@@ -321,8 +325,17 @@ function startSquashfuse(o: SquashOptions, dev: number, errWrite: number): numbe
     chain.call("execvp", chain.str(o.squashfuse), chain.strv(argv));
     chain.reportErrno();
     chain.call("_exit", 127);
-    const pid = chain.clone(SIGCHLD);
+    // As posix_spawn(3): the child borrows den's memory until its exec
+    // (CLONE_VM), and den's thread waits meanwhile (CLONE_VFORK), so no copy
+    // of Deno's address space is made for a process that only execs. With
+    // signals blocked, no handler of Deno's runs in the child before
+    // addSignalSetup() has reset them; the child unblocks them itself.
+    const all = new Uint8Array(128).fill(0xff);
+    const mask = new Uint8Array(128);
+    lc.sigprocmask(SIG_BLOCK, all, mask);
+    const pid = chain.clone(CLONE_VM | CLONE_VFORK | SIGCHLD);
     const code = errno();
+    lc.sigprocmask(SIG_SETMASK, mask, null);
     lc.close(reportWrite);
     if (pid < 0) throw errnoError("can't clone", code);
     // EOF when execvp() succeeded (the report pipe is close-on-exec).
