@@ -72,6 +72,13 @@ const SYMBOLS = {
     result: "i32",
   },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  // Waits on another thread (a joined peer watching its group's server).
+  poll_wait: {
+    name: "poll",
+    parameters: ["buffer", "u64", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },

@@ -418,34 +418,46 @@ function receiveNamespaces(
 
 /**
  * A joined peer serves the group if the server leaves before the group is
- * complete. Polls its connection; returns a stop function.
+ * complete. Waits for its connection to speak (DONE, or EOF when the
+ * server left) in a poll(2) on another thread: no timer, whose first use
+ * would start Deno's timer machinery in every rank. Returns a stop function.
  */
 export function serveWhenFree(o: ArriveOptions, peer: Arrival & { role: "peer" }): () => void {
   let server: GroupServer | undefined;
   let conn = peer.conn;
   const done = () => {
-    clearInterval(timer);
     if (conn >= 0) libc().close(conn);
     conn = -1;
   };
-  const timer = setInterval(() => {
-    let m;
-    try {
-      m = receive(conn, MSG_DONTWAIT);
-    } catch (e) {
-      if (e instanceof TimeoutError) return; // EAGAIN: the server is there
-      return done();
-    }
-    if (m) return done(); // DONE: complete
-    const fd = tryBind(o.name);
+  // The last peer: the group is complete, nobody is left to serve.
+  if (peer.left === 0) {
     done();
-    if (fd === undefined) return; // another peer took over
-    const count = peer.left === undefined ? undefined : peer.left + 1;
-    server = new GroupServer(fd, count, 1, () => {});
-    server.ready({ ...peer.ns, ownerPid: Deno.pid });
-  }, 200);
-  Deno.unrefTimer(timer);
-  if (peer.left === 0) done();
+    return done;
+  }
+  const watch = async () => {
+    // struct pollfd { int fd; short events; short revents; }
+    const pfd = new Int32Array([conn, POLLIN]);
+    for (;;) {
+      await libc().poll_wait(new Uint8Array(pfd.buffer), 1n, -1);
+      if (conn < 0) return; // stopped meanwhile
+      let m;
+      try {
+        m = receive(conn, MSG_DONTWAIT);
+      } catch (e) {
+        if (e instanceof TimeoutError) continue; // EINTR: nothing yet
+        return done();
+      }
+      if (m) return done(); // DONE: complete
+      const fd = tryBind(o.name);
+      done();
+      if (fd === undefined) return; // another peer took over
+      const count = peer.left === undefined ? undefined : peer.left + 1;
+      server = new GroupServer(fd, count, 1, () => {});
+      server.ready({ ...peer.ns, ownerPid: Deno.pid });
+      return;
+    }
+  };
+  watch();
   return () => {
     done();
     server?.close();
