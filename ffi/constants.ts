@@ -125,3 +125,8 @@ export const ERRNO_NAMES: Record<number, string> = {
   104: "ECONNRESET",
   111: "ECONNREFUSED",
 };
+
+// fcntl.h, linux/stat.h: statx(2).
+export const AT_FDCWD = -100;
+export const AT_SYMLINK_NOFOLLOW = 0x100;
+export const STATX_TYPE = 1;

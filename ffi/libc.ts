@@ -4,6 +4,8 @@
 // paid by every MPI rank; one dlopen of dlsym plus an UnsafeFnPointer per
 // function a run uses costs a fraction of that.
 
+import { AT_FDCWD, AT_SYMLINK_NOFOLLOW, STATX_TYPE } from "./constants.ts";
+
 const SYMBOLS = {
   dlsym: { parameters: ["pointer", "buffer"], result: "pointer" },
   __errno_location: { parameters: [], result: "pointer" },
@@ -91,6 +93,13 @@ const SYMBOLS = {
   mkfifo: { parameters: ["buffer", "u32"], result: "i32" },
   // fileKind(): a file's type without a thrown error or a Deno.FileInfo.
   statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
+  // Waits on another thread (a FUSE mount's first answer).
+  statx_wait: {
+    name: "statx",
+    parameters: ["i32", "buffer", "i32", "u32", "buffer"],
+    result: "i32",
+    nonblocking: true,
+  },
   geteuid: { parameters: [], result: "u32" },
   getegid: { parameters: [], result: "u32" },
 } as const satisfies Deno.ForeignLibraryInterface;
@@ -195,7 +204,6 @@ const statxBuffer = new Uint8Array(256);
  * with a stack for each and build a FileInfo with four Dates for the rest.
  */
 export function fileKind(path: string, follow = false): FileKind {
-  const AT_FDCWD = -100, AT_SYMLINK_NOFOLLOW = 0x100, STATX_TYPE = 1;
   const flags = follow ? 0 : AT_SYMLINK_NOFOLLOW;
   if (libc().statx(AT_FDCWD, cString(path), flags, STATX_TYPE, statxBuffer) !== 0) return undefined;
   const type = (statxBuffer[28]! | (statxBuffer[29]! << 8)) & 0o170000;

@@ -262,6 +262,10 @@ export class GroupServer {
     // the container's namespaces alive after its command has exited (a
     // first rank of /bin/true would otherwise send them all to start over).
     if (this.#ns) this.#drain();
+    // The name goes first, so that a peer woken by the EOF below finds it
+    // free (shutdown() wakes the accept4() waiting on another thread).
+    libc().shutdown(this.#fd, SHUT_RDWR);
+    libc().close(this.#fd);
     const done = complete || this.left === 0;
     for (const c of this.#waiting.splice(0)) libc().close(c);
     for (const c of this.#joined.splice(0)) {
@@ -273,9 +277,6 @@ export class GroupServer {
     const ns = this.#ns;
     this.#ns = undefined;
     if (ns) [ns.user, ns.mnt].forEach((f) => libc().close(f));
-    // shutdown() wakes the accept4() waiting on another thread.
-    libc().shutdown(this.#fd, SHUT_RDWR);
-    libc().close(this.#fd);
     this.#log("join: done");
   }
 }
@@ -422,6 +423,9 @@ function receiveNamespaces(
  * server left) in a poll(2) on another thread: no timer, whose first use
  * would start Deno's timer machinery in every rank. Returns a stop function.
  */
+/** How often (10 ms apart) a peer tries to own a name its server left. */
+const TAKEOVER_TRIES = 25;
+
 export function serveWhenFree(o: ArriveOptions, peer: Arrival & { role: "peer" }): () => void {
   let server: GroupServer | undefined;
   let conn = peer.conn;
@@ -434,6 +438,7 @@ export function serveWhenFree(o: ArriveOptions, peer: Arrival & { role: "peer" }
     done();
     return done;
   }
+  let stopped = false;
   const watch = async () => {
     // struct pollfd { int fd; short events; short revents; }
     const pfd = new Int32Array([conn, POLLIN]);
@@ -448,9 +453,17 @@ export function serveWhenFree(o: ArriveOptions, peer: Arrival & { role: "peer" }
         return done();
       }
       if (m) return done(); // DONE: complete
-      const fd = tryBind(o.name);
       done();
-      if (fd === undefined) return; // another peer took over
+      // EOF: the server left. Its name goes with its listening socket,
+      // which a thread of its may still hold for a moment; bound after
+      // that, the name is another peer's, which took over.
+      let fd: number | undefined;
+      for (let i = 0; i < TAKEOVER_TRIES && !stopped; i++) {
+        if ((fd = tryBind(o.name)) !== undefined) break;
+        await libc().poll_wait(null, 0n, 10);
+      }
+      if (fd === undefined) return;
+      if (stopped) return void libc().close(fd);
       const count = peer.left === undefined ? undefined : peer.left + 1;
       server = new GroupServer(fd, count, 1, () => {});
       server.ready({ ...peer.ns, ownerPid: Deno.pid });
@@ -459,6 +472,7 @@ export function serveWhenFree(o: ArriveOptions, peer: Arrival & { role: "peer" }
   };
   watch();
   return () => {
+    stopped = true;
     done();
     server?.close();
   };

@@ -20,6 +20,7 @@
 import { DenError, osMessage } from "../error.ts";
 import { CallChain } from "./chain.ts";
 import {
+  AT_FDCWD,
   CLONE_NEWNS,
   CLONE_NEWUSER,
   CLONE_VFORK,
@@ -41,10 +42,11 @@ import {
   SIGCHLD,
   SIGNALS,
   SOL_SOCKET,
+  STATX_TYPE,
   WNOHANG,
 } from "./constants.ts";
 import { errnoError, strerror } from "./errno.ts";
-import { errno, libc } from "./libc.ts";
+import { cString, errno, libc } from "./libc.ts";
 import {
   type Namespaces,
   openDirectoryPath,
@@ -367,12 +369,13 @@ async function waitForAnswer(
   timedOut: () => DenError,
 ): Promise<void> {
   const lc = libc();
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  // Both wait on other threads: a stat(2) of the root, and a poll(2) of
+  // nothing as the clock (no timer machinery started for this).
   const answer = await Promise.race([
-    Deno.stat(root).then(() => undefined, (e: Error) => e),
-    new Promise<"timeout">((ok) => timer = setTimeout(() => ok("timeout"), o.timeoutMs ?? 10_000)),
+    lc.statx_wait(AT_FDCWD, cString(root), 0, STATX_TYPE, new Uint8Array(256))
+      .then((r) => r === 0 ? undefined : "failed" as const),
+    lc.poll_wait(null, 0n, o.timeoutMs ?? 10_000).then(() => "timeout" as const),
   ]);
-  clearTimeout(timer);
   if (answer === undefined) return;
   if (answer === "timeout") throw timedOut();
   // Failed: squashfuse is gone or going (its last messages are in the pipe).
@@ -386,7 +389,14 @@ async function waitForAnswer(
     }
     nap(1);
   }
-  throw new DenError("can't mount", osMessage(answer), { path: o.image });
+  // Still running, yet the mount failed: the reason, in Deno's words.
+  let why = "squashfuse did not answer";
+  try {
+    Deno.statSync(root);
+  } catch (e) {
+    why = osMessage(e);
+  }
+  throw new DenError("can't mount", why, { path: o.image });
 }
 
 /** What a pipe holds now, without waiting for more. */
