@@ -7,13 +7,14 @@ import { out } from "./output.ts";
 import { type Check, doctorStatus, formatReport, kernelAtLeast } from "../run/doctor.ts";
 import { planContainer, type RunOptions } from "../run/plan.ts";
 import { secureStorage } from "../image/store.ts";
-import { findOnPath, isExecutableFile } from "../run/squash.ts";
+import { findOnPath, isExecutableFile, squashfuseProgram } from "../run/squash.ts";
 
 export const DOCTOR_USAGE = `Usage: den doctor [OPTION...]
 
 Check this node for what den needs, and say per feature whether it works,
 why not, and what an administrator can do. User and mount namespaces and
-overlayfs are tried for real by starting a container from a scratch image.
+overlayfs are tried for real by starting a container from a scratch image,
+SquashFS images by mounting a small one as den run would.
 
   -s, --storage=DIR  storage directory to check (default: as den run)
       --json         print the checks as JSON
@@ -68,6 +69,71 @@ async function tryContainer(writeFake?: string): Promise<DenError | Error | unde
       return undefined;
     }
     return e as Error;
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
+
+/**
+ * Mount a small SquashFS file the way `den run IMG.sqfs` does: squashfuse
+ * serving a FUSE mount made in a new user namespace. This is what needs a
+ * squashfuse built with libfuse >= 3.3 and a kernel that allows FUSE there.
+ */
+async function squashCheck(o: {
+  container?: Error;
+  fuse: boolean;
+  mksquashfs?: string;
+  squashfuse?: string;
+}): Promise<Check> {
+  const name = "SquashFS images";
+  const skip = (why: string): Check => ({ name, status: "fail", detail: `not tried: ${why}` });
+  if (o.container) return skip("user namespaces do not work");
+  if (!o.fuse) return skip("/dev/fuse is not usable");
+  if (!o.mksquashfs || !o.squashfuse) {
+    return skip(`${o.mksquashfs ? "squashfuse" : "mksquashfs"} is missing`);
+  }
+  const tmp = Deno.env.get("TMPDIR") || "/tmp";
+  const dir = Deno.makeTempDirSync({ dir: tmp, prefix: "den-doctor-" });
+  try {
+    Deno.mkdirSync(`${dir}/tree`);
+    Deno.writeTextFileSync(`${dir}/tree/probe`, "den\n");
+    const made = await new Deno.Command(o.mksquashfs, {
+      args: [`${dir}/tree`, `${dir}/probe.sqfs`, "-quiet", "-no-progress", "-noappend"],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (!made.success) {
+      return {
+        name,
+        status: "fail",
+        detail: `mksquashfs failed: ${new TextDecoder().decode(made.stderr).trim()}`,
+      };
+    }
+    const uid = Deno.uid() ?? 0, gid = Deno.gid() ?? 0;
+    const { mountSquash } = await import("../ffi/squash.ts");
+    const mount = await mountSquash({
+      image: `${dir}/probe.sqfs`,
+      mountPoint: Deno.realPathSync(dir),
+      squashfuse: o.squashfuse,
+      uidMap: { inside: uid, outside: uid },
+      gidMap: { inside: gid, outside: gid },
+      timeoutMs: 10_000,
+    });
+    try {
+      const text = Deno.readTextFileSync(`${mount.root}${mount.mountPoint}/probe`);
+      if (text !== "den\n") throw new Error("the mounted image reads wrong");
+    } finally {
+      mount.close({ used: false });
+    }
+    return { name, status: "ok", detail: `${o.squashfuse} mounted one in a user namespace` };
+  } catch (e) {
+    return {
+      name,
+      status: "fail",
+      detail: `a mount failed: ${(e as Error).message}`,
+      fix: "squashfuse built with libfuse >= 3.3 (it serves /dev/fd/N), and Linux >= 4.18 " +
+        "for FUSE in user namespaces",
+    };
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
@@ -150,16 +216,27 @@ async function runChecks(storage?: string): Promise<Check[]> {
   }
   checks.push(fuse);
 
-  for (const [tool, pkg] of [["mksquashfs", "squashfs-tools"], ["squashfuse", "squashfuse"]]) {
-    // The same lookup as den run's, so "ok" here means den run finds it.
-    const path = findOnPath(tool!, Deno.env.get("PATH"), isExecutableFile);
+  // The same lookups as den's, so "ok" here means den finds them.
+  const mksquashfs = findOnPath("mksquashfs", Deno.env.get("PATH"), isExecutableFile);
+  checks.push({
+    name: "mksquashfs",
+    status: mksquashfs ? "ok" : "fail",
+    detail: mksquashfs ?? "not on PATH",
+    fix: mksquashfs ? undefined : "apt-get install squashfs-tools (or the distribution's package)",
+  });
+  let squashfuse: string | undefined;
+  try {
+    squashfuse = squashfuseProgram(Deno.env.get("PATH"), isExecutableFile);
+    checks.push({ name: "squashfuse", status: "ok", detail: squashfuse });
+  } catch {
     checks.push({
-      name: tool!,
-      status: path ? "ok" : "fail",
-      detail: path ?? "not on PATH",
-      fix: path ? undefined : `apt-get install ${pkg} (or the distribution's package)`,
+      name: "squashfuse",
+      status: "fail",
+      detail: "neither squashfuse_ll nor squashfuse is on PATH",
+      fix: "apt-get install squashfuse (or the distribution's package)",
     });
   }
+  checks.push(await squashCheck({ container, fuse: fuse.status === "ok", mksquashfs, squashfuse }));
 
   try {
     const dir = secureStorage(storage, false);
