@@ -536,8 +536,9 @@ async function runSquash(
     return await runImage(opts, cli, join, facts, joining(ns));
   }
   let server: GroupServer | undefined;
+  let arriving: ArriveOptions | undefined;
   if (rv && join.group) {
-    const arriving = arrivingAt(join.group, image);
+    arriving = arrivingAt(join.group, image);
     const arrival = rv.arriveAtGroup(arriving);
     if (arrival.role === "peer") {
       return await runImage(opts, cli, join, facts, {
@@ -554,7 +555,7 @@ async function runSquash(
   try {
     squash = await mountImage(image, mountPoint, opts, facts);
     const at = `${squash.root}${mountPoint}`;
-    return await runImage(opts, cli, join, facts, {
+    const status = await runImage(opts, cli, join, facts, {
       rootfs: mountPoint,
       view: squashView(mountPoint, at),
       readAt: at,
@@ -565,10 +566,26 @@ async function runSquash(
         squash!.releaseHolder();
       },
     });
+    if (server && used) await awaitPeers(server, arriving!);
+    return status;
   } finally {
     // The group first: its copies of the namespace descriptors go with it.
     server?.close();
     squash?.close({ used });
+  }
+}
+
+/**
+ * After the command of a group's first den: wait for the peers still
+ * expected (ranks of one launch start up to seconds apart on a loaded
+ * node, and a quick command may be done before the last one arrives).
+ */
+async function awaitPeers(server: GroupServer, o: ArriveOptions): Promise<void> {
+  const left = server.left;
+  if (!left) return;
+  verbose(`join: command done; waiting for ${left} peers`);
+  if (!await server.awaitPeers(o.timeoutMs)) {
+    verbose(`join: ${server.left} peers did not arrive within ${o.timeoutMs / 1000} s`);
   }
 }
 
@@ -708,10 +725,12 @@ async function runJoined(
   const arrival = rv.arriveAtGroup(arriving);
   if (arrival.role === "winner") {
     try {
-      return await runPlan(plan, {
+      const status = await runPlan(plan, {
         warn,
         onReady: (pid) => arrival.server.ready({ ...rv.openNamespaces(pid), ownerPid: Deno.pid }),
       });
+      await awaitPeers(arrival.server, arriving);
+      return status;
     } finally {
       arrival.server.close();
     }

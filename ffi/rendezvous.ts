@@ -165,6 +165,7 @@ export class GroupServer {
   #waiting: number[] = [];
   #joined: number[] = [];
   #closed = false;
+  #onClose?: () => void;
   readonly #log: (msg: string) => void;
 
   constructor(fd: number, count: number | undefined, arrived: number, log: (m: string) => void) {
@@ -253,6 +254,19 @@ export class GroupServer {
     for (const c of this.#waiting.splice(0)) this.#send(c);
   }
 
+  /**
+   * Wait, at most ms, for the peers still expected: this den's command has
+   * ended, but a rank that starts a moment late must still find the group
+   * (its namespaces, held open here) instead of making a container of its
+   * own. True when the group is complete (the server has closed).
+   */
+  async awaitPeers(ms: number): Promise<boolean> {
+    if (this.#closed || this.left === undefined) return this.#closed;
+    const closed = new Promise<true>((ok) => this.#onClose = () => ok(true));
+    // A poll(2) of nothing on another thread is the clock: no timer.
+    return await Promise.race([closed, libc().poll_wait(null, 0n, ms).then(() => false)]);
+  }
+
   /** Stop serving; the name disappears. Peers learn whether the group is
    * complete (DONE) or was left early (EOF: one of them takes over). */
   close(complete = false): void {
@@ -278,6 +292,7 @@ export class GroupServer {
     this.#ns = undefined;
     if (ns) [ns.user, ns.mnt].forEach((f) => libc().close(f));
     this.#log("join: done");
+    this.#onClose?.();
   }
 }
 

@@ -82,13 +82,27 @@ t("--join-pid joins a running den's container", async () => {
   equal((await first.output).code, 0);
 });
 
-t("a late peer joins after the first one left, while another peer lives", async () => {
-  const first = spawnDen(peer("late", 3, "late.1", 1));
+t("a peer that starts after the first peer's command ended still joins its group", async () => {
+  const first = spawnDen(peer("after", 2, "after.1", 0));
+  const ns1 = await waitForFile(`${OUT}/after.1`);
+  await new Promise((r) => setTimeout(r, 500)); // the first command is long done
+  const second = await den(peer("after", 2, "after.2", 0));
+  equal(second.code, 0, second.stderr);
+  match(second.stderr, new RegExp(`joining namespaces of pid ${first.pid}`));
+  equal(Deno.readTextFileSync(`${OUT}/after.2`), ns1);
+  const r1 = await first.output; // the first den waited for it, then left
+  equal(r1.code, 0, r1.stderr);
+  match(r1.stderr, /join: command done; waiting for 1 peers/);
+});
+
+t("a late peer joins after the first one was killed, while another peer lives", async () => {
+  const first = spawnDen(peer("late", 3, "late.1", 30));
   await waitForFile(`${OUT}/late.1`);
   const second = spawnDen(peer("late", 3, "late.2", 4));
   const ns2 = await waitForFile(`${OUT}/late.2`);
-  equal((await first.output).code, 0); // the server has left
-  await new Promise((r) => setTimeout(r, 600)); // the second peer takes over
+  first.kill();
+  await first.output; // the server is gone; the second peer takes over
+  await new Promise((r) => setTimeout(r, 600));
   const third = await den(peer("late", 3, "late.3", 0));
   equal(third.code, 0, third.stderr);
   match(third.stderr, /join: I lost/);

@@ -264,31 +264,33 @@ t("joined peers share one SquashFS mount and see the image; nothing is left", as
   await nothingLeft();
 });
 
-t("a late peer finds the mount after the first peer left, while another peer lives", async () => {
-  const late = (i: number, then: string) => [
-    "run",
-    "--join-ct=3",
-    "--join-tag=late",
-    SQFS,
-    "--",
-    ...report(`${work!.path}/late.${i}`, then),
-  ];
-  // The first peer stays until the second has joined (else the second
-  // would rightly start a group of its own), then leaves.
-  const first = spawnDen(late(1, `while [ ! -e ${work!.path}/late.2 ]; do sleep 0.05; done`));
-  await waitForFile(`${work!.path}/late.1`);
-  const second = spawnDen(late(2, "sleep 4"));
-  await waitForFile(`${work!.path}/late.2`);
-  equal((await first.output).code, 0); // the den that mounted the image is gone
-  await new Promise((r) => setTimeout(r, 600)); // the second peer serves the group
-  const third = await den(late(3, ""));
-  equal(third.code, 0, third.stderr);
-  const seen = [1, 2, 3].map((i) => Deno.readTextFileSync(`${work!.path}/late.${i}`));
-  equal(new Set(seen).size, 1, seen.join("\n"));
-  second.kill();
-  await second.output;
-  await nothingLeft();
-});
+t(
+  "a late peer finds the mount after the first peer was killed, while another peer lives",
+  async () => {
+    const late = (i: number, then: string) => [
+      "run",
+      "--join-ct=3",
+      "--join-tag=late",
+      SQFS,
+      "--",
+      ...report(`${work!.path}/late.${i}`, then),
+    ];
+    const first = spawnDen(late(1, "exec sleep 30")); // dies with den (PDEATHSIG)
+    await waitForFile(`${work!.path}/late.1`);
+    const second = spawnDen(late(2, "sleep 4"));
+    await waitForFile(`${work!.path}/late.2`);
+    first.kill();
+    await first.output; // the den that mounted the image is gone
+    await new Promise((r) => setTimeout(r, 600)); // the second peer serves the group
+    const third = await den(late(3, ""));
+    equal(third.code, 0, third.stderr);
+    const seen = [1, 2, 3].map((i) => Deno.readTextFileSync(`${work!.path}/late.${i}`));
+    equal(new Set(seen).size, 1, seen.join("\n"));
+    second.kill();
+    await second.output;
+    await nothingLeft();
+  },
+);
 
 t(
   "kill -9 of the den that mounted a joined image: peers keep it, then nothing is left",
