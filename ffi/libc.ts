@@ -87,6 +87,10 @@ const SYMBOLS = {
   sendmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   open: { parameters: ["buffer", "i32"], result: "i32" },
+  // open(2) with O_CREAT: the mode is the variadic third argument, passed
+  // in a register like a fixed one on x86_64 and aarch64.
+  open_create: { name: "open", parameters: ["buffer", "i32", "u32"], result: "i32" },
+  unlink: { parameters: ["buffer"], result: "i32" },
   // den unpack --force: swap DEST and the new image atomically.
   renameat2: { parameters: ["i32", "buffer", "i32", "buffer", "u32"], result: "i32" },
   // den unpack: FIFOs of layers (any user may make them).

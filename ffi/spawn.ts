@@ -8,15 +8,22 @@ import type { CallChain } from "./chain.ts";
 import {
   CLONE_NEWNS,
   CLONE_NEWUSER,
+  EEXIST,
   EINTR,
   LOCKED_FLAGS,
   MNT_DETACH,
   MS_BIND,
+  MS_NODEV,
+  MS_NOEXEC,
+  MS_NOSUID,
   MS_PRIVATE,
   MS_RDONLY,
   MS_REC,
   MS_REMOUNT,
   O_CLOEXEC,
+  O_CREAT,
+  O_EXCL,
+  O_NOFOLLOW,
   O_WRONLY,
   PR_SET_NO_NEW_PRIVS,
   PR_SET_PDEATHSIG,
@@ -101,28 +108,17 @@ export function mountFlags(path: string): number {
  * cannot be the source of a bind mount in another mount namespace (EINVAL),
  * so this is a file that runPlan() deletes once the child has bound it. */
 export function tempFile(name: string, content: string, tmpdir: string): string {
-  const bytes = new TextEncoder().encode(content);
   for (let attempt = 0;; attempt++) {
     const rand = crypto.getRandomValues(new Uint8Array(6));
     const suffix = [...rand].map((b) => b.toString(16).padStart(2, "0")).join("");
     const path = `${tmpdir}/den-${name}.${suffix}`;
-    let file: Deno.FsFile;
     try {
-      // O_CREAT|O_EXCL, 0600: never someone else's file, never a symlink.
-      file = Deno.openSync(path, { write: true, createNew: true, mode: 0o600 });
+      writeNewFile(path, content);
+      return path;
     } catch (e) {
-      if (e instanceof Deno.errors.AlreadyExists && attempt < 10) continue;
-      throw new DenError("can't write temporary file", (e as Error).message, {
-        path: tmpdir,
-        cause: e,
-      });
+      if (e instanceof DenError && e.options.code === "EEXIST" && attempt < 10) continue;
+      throw e;
     }
-    try {
-      for (let off = 0; off < bytes.length;) off += file.writeSync(bytes.subarray(off));
-    } finally {
-      file.close();
-    }
-    return path;
   }
 }
 
@@ -219,7 +215,14 @@ export interface ChainInputs {
   syncWrite: number;
   /** Address of libc's `environ` variable. */
   environ: bigint;
-  /** Host file that holds the content of a bind-file op. */
+  /**
+   * Host directory on which the child mounts a tmpfs of its own for the
+   * generated files (bind-file ops): den writes them there through
+   * /proc/CHILD/root while the child waits, so they never exist on the
+   * host. Without it, fileSource() makes host files.
+   */
+  filesDir?: string;
+  /** Host file that holds the content of a bind-file op (no filesDir). */
   fileSource(op: MountOp & { kind: "bind-file" }): string;
   /** Flags of the mount holding path that a remount must keep. */
   lockedFlags(path: string): number;
@@ -341,7 +344,7 @@ export function addChildCalls(
   plan: Plan,
   io: ChainInputs,
   enter?: Namespaces,
-): { steps: Step[]; gateByte: number } {
+): { steps: Step[]; gateByte: number; files?: GeneratedFiles } {
   const none = 0n;
   const steps: Step[] = [];
   const step = (s: Step) => steps.push(s);
@@ -356,7 +359,14 @@ export function addChildCalls(
   const rootfs = chain.str(plan.rootfs);
   chain.reported("mount", rootfs, rootfs, none, MS_BIND | MS_REC, none);
   step({ op: `can't bind ${plan.rootfs} to itself` });
-  for (const op of plan.ops) step(addOp(chain, op, io));
+  const files = io.filesDir && plan.ops.some((op) => op.kind === "bind-file")
+    ? addFilesDir(chain, io, io.filesDir, step)
+    : undefined;
+  if (files) files.after = steps.length;
+  for (const op of plan.ops) {
+    if (op.kind === "bind-file" && files) step(addGeneratedFile(chain, op, files));
+    else step(addOp(chain, op, io));
+  }
   chain.reported("chdir", rootfs);
   step({ op: "can't chdir", path: plan.rootfs });
   const dot = chain.str(".");
@@ -366,7 +376,104 @@ export function addChildCalls(
   step({ op: "can't detach the old root" });
   chain.reported("chdir", chain.str("/"));
   step({ op: "can't chdir", path: "/" });
-  return { steps, gateByte: addEpilogue(chain, plan, io, step) };
+  return { steps, gateByte: addEpilogue(chain, plan, io, step), files };
+}
+
+/**
+ * Host directories that can hold the child's tmpfs for generated files:
+ * the mount hides one only in the child's new mount namespace, and only
+ * until pivot_root detaches the old root.
+ */
+export const FILES_DIR_CANDIDATES = ["/mnt", "/media", "/srv", "/opt", "/boot"];
+
+/**
+ * The first candidate that is a real directory and neither holds nor lies
+ * in the image or a bind source (their real paths): a tmpfs there must not
+ * hide anything a later step reads. Undefined when none is free.
+ */
+export function generatedFilesDir(
+  plan: Pick<Plan, "rootfs" | "ops">,
+  host: { isDir(path: string): boolean; real(path: string): string },
+): string | undefined {
+  const under = (x: string, y: string) => x === y || y === "/" || x.startsWith(`${y}/`);
+  const used = [plan.rootfs, ...plan.ops.flatMap((op) => op.kind === "bind" ? [op.source] : [])]
+    .flatMap((p) => [p, host.real(p)]);
+  return FILES_DIR_CANDIDATES.find((dir) =>
+    host.isDir(dir) && !used.some((p) => under(p, dir) || under(dir, p))
+  );
+}
+
+/** Write generated files into the child's tmpfs, through /proc/PID/root. */
+export function writeGeneratedFiles(pid: number, files: GeneratedFiles): void {
+  for (const { name, content } of files.entries) {
+    writeNewFile(`/proc/${pid}/root${files.dir}/${name}`, content);
+  }
+}
+
+/** Create path (O_EXCL, 0600, never through a symlink) with content. */
+function writeNewFile(path: string, content: string): void {
+  const lc = libc();
+  const bytes = cString(content).subarray(0, -1);
+  const flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+  const fd = lc.open_create(cString(path), flags, 0o600);
+  if (fd < 0) throw errnoError("can't write temporary file", errno(), { path });
+  let off = 0;
+  while (off < bytes.length) {
+    const n = Number(lc.write(fd, bytes.subarray(off), BigInt(bytes.length - off)));
+    if (n <= 0) break;
+    off += n;
+  }
+  const code = off === bytes.length ? 0 : errno();
+  lc.close(fd);
+  if (code !== 0) {
+    lc.unlink(cString(path));
+    throw errnoError("can't write temporary file", code, { path });
+  }
+}
+
+/** The generated files of a chain: den writes them after step `after`. */
+export interface GeneratedFiles {
+  dir: string;
+  /** Reported steps before the child waits for the files. */
+  after: number;
+  entries: { name: string; content: string }[];
+}
+
+/** A private tmpfs on dir for generated files; the child then waits. */
+function addFilesDir(
+  chain: ChainSink,
+  io: ChainInputs,
+  dir: string,
+  step: (s: Step) => void,
+): GeneratedFiles {
+  chain.reported(
+    "mount",
+    chain.str("tmpfs"),
+    chain.str(dir),
+    chain.str("tmpfs"),
+    MS_NOSUID | MS_NODEV | MS_NOEXEC,
+    chain.str("size=1m,mode=0700"),
+  );
+  step({ op: `can't mount tmpfs at ${dir}` });
+  // den writes the files, then sends a byte.
+  chain.call("read", io.syncRead, chain.buffer(8).address, 1);
+  return { dir, after: 0, entries: [] };
+}
+
+/** Bind a generated file from the private tmpfs, then unlink it there. */
+function addGeneratedFile(
+  chain: ChainSink,
+  op: MountOp & { kind: "bind-file" },
+  files: GeneratedFiles,
+): Step {
+  const name = `${files.entries.length}-${op.target.slice(op.target.lastIndexOf("/") + 1)}`;
+  files.entries.push({ name, content: op.content });
+  const source = chain.str(`${files.dir}/${name}`);
+  chain.reported("mount", source, chain.str(op.target), 0n, MS_BIND, 0n);
+  // As ch-run's: the bound file has no name left anywhere (nlink 0).
+  chain.call("unlink", source);
+  chain.clearErrno();
+  return { op: `can't bind a generated file to ${op.target}` };
 }
 
 /**
@@ -379,7 +486,7 @@ export function addJoinCalls(
   plan: Plan,
   io: ChainInputs,
   ns: Namespaces,
-): { steps: Step[]; gateByte: number } {
+): { steps: Step[]; gateByte: number; files?: GeneratedFiles } {
   const steps: Step[] = [];
   const step = (s: Step) => steps.push(s);
   addPrologue(chain, io);

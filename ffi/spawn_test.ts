@@ -1,5 +1,11 @@
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
-import { addChildCalls, type ChainInputs, type ChainSink, usernsHint } from "./spawn.ts";
+import {
+  addChildCalls,
+  type ChainInputs,
+  type ChainSink,
+  generatedFilesDir,
+  usernsHint,
+} from "./spawn.ts";
 import type { Plan } from "../run/plan.ts";
 import {
   MS_BIND,
@@ -137,6 +143,50 @@ Deno.test("addChildCalls() mounts, pivots and execs in order, each step reported
   ]);
   equal(steps.length, reported.length);
   equal(steps[5]!.op, "can't re-mount image read-only");
+});
+
+Deno.test("addChildCalls() with a files dir: a private tmpfs, a wait for den, binds from it", () => {
+  const r = new Recorder();
+  const { steps, files } = addChildCalls(r, PLAN, { ...IO, filesDir: "/mnt" });
+  const fileCalls = r.calls.filter((c) => c.includes("/mnt"));
+  deepStrictEqual(fileCalls, [
+    `mount("tmpfs", "/mnt", "tmpfs", ${
+      MS_NOSUID | MS_NODEV | MS_NOEXEC
+    }, "size=1m,mode=0700") -> report`,
+    `mount("/mnt/0-passwd", "/img/etc/passwd", 0, ${MS_BIND}, 0) -> report`,
+    `unlink("/mnt/0-passwd")`,
+  ]);
+  // den writes the files after the tmpfs step, while the child waits.
+  equal(steps[files!.after - 1]!.op, "can't mount tmpfs at /mnt");
+  const tmpfs = r.calls.findIndex((c) => c.startsWith(`mount("tmpfs", "/mnt"`));
+  ok(r.calls[tmpfs + 1]!.startsWith("read("), r.calls[tmpfs + 1]);
+  deepStrictEqual(files!.entries, [{ name: "0-passwd", content: "root:x:0:0::/:/bin/sh\n" }]);
+  ok(!r.calls.some((c) => c.includes("/tmp/den-passwd")), "no host file");
+});
+
+Deno.test("generatedFilesDir() skips candidates that hold or lie in the image or a source", () => {
+  const dirs = new Set(["/mnt", "/media", "/srv", "/opt", "/boot"]);
+  const host = (links: Record<string, string> = {}) => ({
+    isDir: (p: string) => dirs.has(p),
+    real: (p: string) => links[p] ?? p,
+  });
+  const plan = (rootfs: string, ...sources: string[]) => ({
+    rootfs,
+    ops: sources.map((source) => ({
+      kind: "bind" as const,
+      source,
+      target: `${rootfs}/x`,
+      recursive: false,
+    })),
+  });
+  equal(generatedFilesDir(plan("/img", "/dev"), host()), "/mnt");
+  equal(generatedFilesDir(plan("/mnt/images/a", "/dev"), host()), "/media");
+  equal(generatedFilesDir(plan("/img", "/mnt/data", "/media"), host()), "/srv");
+  equal(
+    generatedFilesDir(plan("/img", "/home/u/data"), host({ "/home/u/data": "/mnt/d" })),
+    "/media",
+  );
+  equal(generatedFilesDir(plan("/img", "/"), host()), undefined);
 });
 
 Deno.test("addChildCalls() waits for the id maps first and at the gate before execvp", () => {

@@ -18,7 +18,7 @@ import {
   sysPivotRoot,
 } from "../ffi/constants.ts";
 import { errnoError, strerror } from "../ffi/errno.ts";
-import { cString, errno, libc, symbolAddress } from "../ffi/libc.ts";
+import { cString, errno, fileKind, libc, symbolAddress } from "../ffi/libc.ts";
 import type { Namespaces } from "../ffi/rendezvous.ts";
 import {
   addChildCalls,
@@ -26,12 +26,14 @@ import {
   type ChainInputs,
   createMountPoints,
   FORWARDED_SIGNALS,
+  generatedFilesDir,
   mountFlags,
   pipe,
   readReports,
   removeMountPoints,
   tempFile,
   usernsHint,
+  writeGeneratedFiles,
   writeIdMaps,
 } from "../ffi/spawn.ts";
 
@@ -84,7 +86,7 @@ export async function runPlan(
   const [syncRead, syncWrite] = pipe();
   const [reportRead, reportWrite] = pipe();
   const temps: string[] = [];
-  const removeTemps = () => temps.splice(0).forEach((p) => Deno.removeSync(p));
+  const removeTemps = () => temps.splice(0).forEach((p) => lc.unlink(cString(p)));
   const closeAll = (...fds: number[]) => fds.forEach((fd) => lc.close(fd));
 
   const chain = new CallChain();
@@ -106,11 +108,23 @@ export async function runPlan(
         temps.push(path);
         return path;
       },
+      // Generated files live in a tmpfs of the child's own: nothing on the
+      // host, even after kill -9 of den at any moment.
+      filesDir: join ? undefined : generatedFilesDir(plan, {
+        isDir: (p) => fileKind(p) === "dir",
+        real: (p) => {
+          try {
+            return Deno.realPathSync(p);
+          } catch {
+            return p;
+          }
+        },
+      }),
       // The image of entered namespaces is seen from den through their root.
       lockedFlags: enter ? (path) => mountFlags(`${enter.root}${path}`) : mountFlags,
       pivotRootNr: sysPivotRoot(),
     };
-    const { steps, gateByte } = join
+    const { steps, gateByte, files } = join
       ? addJoinCalls(chain, plan, io, join)
       : addChildCalls(chain, plan, io, enter);
     // Started with SIGCHLD ignored (some batch systems do), the kernel would
@@ -139,23 +153,30 @@ export async function runPlan(
     try {
       if (!join && !enter) writeIdMaps(pid, plan);
       lc.write(syncWrite, new Uint8Array([1]), 1n);
-      const reports = readReports(reportRead, steps.length);
-      for (let i = 0; i < steps.length; i++) {
-        const step = steps[i]!;
-        if (i >= reports.length) {
-          throw new DenError(
-            "container setup",
-            "child died before it was ready",
-          );
+      /** Read and check the reports of steps [from, to). */
+      const check = (from: number, to: number) => {
+        const reports = readReports(reportRead, to - from);
+        for (let i = from; i < to; i++) {
+          const step = steps[i]!;
+          const code = reports[i - from];
+          if (code === undefined) {
+            throw new DenError("container setup", "child died before it was ready");
+          }
+          if (code === 0) continue;
+          if (step.optional) {
+            hooks.warn?.(`${errnoError(step.op, code).message}; using /`);
+            continue;
+          }
+          throw errnoError(step.op, code, { path: step.path, hint: step.hint });
         }
-        const code = reports[i]!;
-        if (code === 0) continue;
-        if (step.optional) {
-          hooks.warn?.(`${errnoError(step.op, code).message}; using /`);
-          continue;
-        }
-        throw errnoError(step.op, code, { path: step.path, hint: step.hint });
+      };
+      if (files) {
+        // The child has mounted its tmpfs and waits for the files.
+        check(0, files.after);
+        writeGeneratedFiles(pid, files);
+        lc.write(syncWrite, new Uint8Array([1]), 1n);
       }
+      check(files?.after ?? 0, steps.length);
       hooks.onReady?.(pid);
     } catch (e) {
       kill();

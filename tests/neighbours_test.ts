@@ -25,32 +25,56 @@ function t(name: string, fn: () => Promise<void>, skip = false) {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-t("SIGTERM or SIGINT at any moment of setup leaves no temporary file in $TMPDIR", async () => {
-  // den's own private $TMPDIR, where it writes the passwd and group files.
-  const tmp = `${work!.path}/tmp`;
-  Deno.mkdirSync(tmp, { mode: 0o700 });
-  const { uid, gid } = testUser();
-  Deno.chownSync(tmp, uid, gid);
-  // Delays that land before, during and after the container's setup.
-  for (const sig of ["SIGTERM", "SIGINT"] as const) {
-    for (const ms of [0, 5, 10, 20, 30, 40, 60, 80, 120]) {
-      const [cmd, ...args] = denArgv(["run", IMG, "--", "sleep", "1"]);
-      const child = new Deno.Command(cmd!, {
-        args,
-        env: { ...testUserEnv(), TMPDIR: tmp },
-        clearEnv: true,
-        stdout: "null",
-        stderr: "null",
-      }).spawn();
-      await sleep(ms);
-      try {
-        child.kill(sig);
-      } catch { /* already gone */ }
-      const status = await child.status;
-      ok(status.code !== 0 || status.signal !== null, `${sig} after ${ms} ms: exit 0`);
-      equal([...Deno.readDirSync(tmp)].map((e) => e.name).join(" "), "", `${sig} after ${ms} ms`);
+t(
+  "SIGTERM, SIGINT or SIGKILL at any moment of setup leaves no temporary file in $TMPDIR",
+  async () => {
+    // den's own private $TMPDIR, where it writes the passwd and group files.
+    const tmp = `${work!.path}/tmp`;
+    Deno.mkdirSync(tmp, { mode: 0o700 });
+    const { uid, gid } = testUser();
+    Deno.chownSync(tmp, uid, gid);
+    // Delays that land before, during and after the container's setup.
+    // den's generated files live in a tmpfs of the container's own, so even
+    // kill -9 in the middle of its setup leaves nothing on the host.
+    for (const sig of ["SIGTERM", "SIGINT", "SIGKILL"] as const) {
+      for (const ms of [0, 5, 10, 15, 20, 25, 30, 35, 40, 50, 60, 80, 120]) {
+        const [cmd, ...args] = denArgv(["run", IMG, "--", "sleep", "1"]);
+        const child = new Deno.Command(cmd!, {
+          args,
+          env: { ...testUserEnv(), TMPDIR: tmp },
+          clearEnv: true,
+          stdout: "null",
+          stderr: "null",
+        }).spawn();
+        await sleep(ms);
+        try {
+          child.kill(sig);
+        } catch { /* already gone */ }
+        const status = await child.status;
+        ok(status.code !== 0 || status.signal !== null, `${sig} after ${ms} ms: exit 0`);
+        equal([...Deno.readDirSync(tmp)].map((e) => e.name).join(" "), "", `${sig} after ${ms} ms`);
+      }
     }
-  }
+  },
+);
+
+t("den writes nothing in a shared $TMPDIR: it runs with one it cannot write to", async () => {
+  // The passwd and group files are made in a tmpfs of the container's own,
+  // so no neighbour ever sees them, and nothing can be left behind.
+  const tmp = `${work!.path}/readonly-tmp`;
+  Deno.mkdirSync(tmp, { mode: 0o555 });
+  Deno.chmodSync(tmp, 0o555);
+  const [cmd, ...args] = denArgv(["run", IMG, "--", "sh", "-c", "ls /tmp | wc -l"]);
+  const r = await new Deno.Command(cmd!, {
+    args,
+    env: { ...testUserEnv(), TMPDIR: tmp },
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  equal(r.code, 0, dec.decode(r.stderr));
+  equal(dec.decode(r.stdout).trim(), "0");
 });
 
 /** den's rendezvous names, from /proc/net/unix (abstract: "@den-join/..."). */
