@@ -44,7 +44,6 @@ export const O_WRONLY = 1;
 export const O_CREAT = 0o100;
 export const O_EXCL = 0o200;
 export const O_NOFOLLOW = 0o400000;
-export const EEXIST = 17;
 export const O_RDWR = 2;
 export const O_DIRECTORY = 0o200000;
 export const O_CLOEXEC = 0o2000000;

@@ -8,7 +8,6 @@ import type { CallChain } from "./chain.ts";
 import {
   CLONE_NEWNS,
   CLONE_NEWUSER,
-  EEXIST,
   EINTR,
   LOCKED_FLAGS,
   MNT_DETACH,
