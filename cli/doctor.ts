@@ -60,7 +60,7 @@ async function tryContainer(writeFake?: string): Promise<DenError | Error | unde
       privateTmp: true,
     };
     const { hostFacts } = await import("./run.ts");
-    const plan = planContainer(opts, await hostFacts(), rootfs);
+    const plan = planContainer(opts, hostFacts(), rootfs);
     const { runPlan } = await import("../run/run_plan.ts");
     await runPlan(plan, { warn: () => {} });
     return new Error(`${PROBE} ran, which it cannot`);

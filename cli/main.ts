@@ -5,6 +5,7 @@ import { error, out } from "./output.ts";
 
 import { VERSION } from "./version.ts";
 import { lazy } from "./lazy.ts";
+import { runCommand } from "./run.ts";
 
 const USAGE = `Usage: den COMMAND [OPTION...] [ARG...]
 
@@ -36,10 +37,8 @@ async function main(args: string[]): Promise<number> {
   // `deno task den -- ARGS` passes its "--" on; before the verb it means nothing.
   const [verb, ...rest] = args[0] === "--" ? args.slice(1) : args;
   switch (verb) {
-    case "run": {
-      const { runCommand } = await import("./run.ts");
+    case "run":
       return await runCommand(rest);
-    }
     case "doctor": {
       const { doctorCommand } = await lazy<typeof import("./doctor.ts")>("./doctor.ts");
       return await doctorCommand(rest);

@@ -31,7 +31,8 @@ import { readFileInImage } from "../image/read_in_image.ts";
 import { fileKind } from "../ffi/libc.ts";
 import type { SquashMount } from "../ffi/squash.ts";
 import type { Arrival, ArriveOptions, GroupServer, Namespaces } from "../ffi/rendezvous.ts";
-import type { RunHooks } from "../run/run_plan.ts";
+import { type RunHooks, runPlan } from "../run/run_plan.ts";
+import { hostUsers } from "../ffi/users.ts";
 
 export const RUN_USAGE = `Usage: den run [OPTION...] IMAGE -- CMD [ARG...]
 
@@ -437,8 +438,7 @@ function envValue(env: [string, string][], name: string): string | undefined {
 }
 
 /** Facts for the planner; env is den's environment, read once per run. */
-export async function hostFacts(env = hostEnvironment()): Promise<HostFacts> {
-  const { hostUsers } = await import("../ffi/users.ts");
+export function hostFacts(env = hostEnvironment()): HostFacts {
   const users = hostUsers();
   return {
     env,
@@ -497,7 +497,7 @@ export async function runCommand(args: string[]): Promise<number> {
   }
   if (opts.image.startsWith("docker://")) opts.image = await pulledImage(opts.image, cli.storage);
   const image = await imageOf(opts.image, cli.storage);
-  const facts = await hostFacts(env);
+  const facts = hostFacts(env);
   if (!image.squash) {
     return await runImage(opts, cli, join, facts, { rootfs: image.path, view: hostView });
   }
@@ -550,8 +550,6 @@ async function runSquash(
   }
   let squash: SquashMount | undefined;
   let used = false;
-  // Compiled while den waits for squashfuse to answer, not after.
-  import("../run/run_plan.ts").catch(() => {});
   try {
     squash = await mountImage(image, mountPoint, opts, facts);
     const at = `${squash.root}${mountPoint}`;
@@ -688,7 +686,6 @@ async function runJoined(
   join: JoinDecision,
   image: ImageAccess,
 ): Promise<number> {
-  const { runPlan } = await import("../run/run_plan.ts");
   const { enter, onReady, server, peer } = image;
   if (image.join) {
     // SquashFS: the group was met (or --join-pid opened) before planning.
