@@ -132,14 +132,10 @@ export async function makeBeside<T>(
   const slash = dest.lastIndexOf("/");
   const parent = slash < 0 ? "." : dest.slice(0, slash) || "/";
   const base = dest.slice(slash + 1);
-  let tmp: string;
-  try {
-    tmp = makeScratchBeside(parent, base);
-  } catch (e) {
-    throw new DenError(o.op, osMessage(e), { path: dest });
-  }
   // JavaScript steps stop themselves on these signals (unpackImage and
   // pullImage throw); tools are killed. Either way the finally cleans up.
+  // Listening before the temporary directory exists: a signal between its
+  // mkdir and the listeners would end den with the directory left behind.
   let signalled: Deno.Signal | undefined;
   let child: Deno.ChildProcess | undefined;
   const handlers = SIGNALS.map((s) =>
@@ -153,6 +149,13 @@ export async function makeBeside<T>(
     }] as const
   );
   for (const [s, h] of handlers) Deno.addSignalListener(s, h);
+  let tmp: string;
+  try {
+    tmp = makeScratchBeside(parent, base);
+  } catch (e) {
+    for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+    throw new DenError(o.op, osMessage(e), { path: dest });
+  }
   const checkSignal = () => {
     if (signalled) {
       throw new DenError(o.op, `interrupted by ${signalled}`, {

@@ -125,15 +125,6 @@ export async function unpackSource(
   } catch (e) {
     throw fsError("unpack", parent, e);
   }
-  let tmp: string;
-  try {
-    tmp = makeScratchBeside(parent, base);
-  } catch (e) {
-    throw fsError("unpack", parent, e);
-  }
-  const rootfs = `${tmp}/rootfs`;
-  let replaced = false;
-
   let signalled: Deno.Signal | undefined;
   let current: BlobStream | undefined;
   const abort = new AbortController();
@@ -145,6 +136,17 @@ export async function unpackSource(
     // thread is between layers it checks `signalled` itself.
   };
   const handlers = SIGNALS.map((s) => [s, onSignal(s)] as const);
+  const removeHandlers = () => {
+    for (const [s, h] of handlers) {
+      try {
+        Deno.removeSignalListener(s, h);
+      } catch {
+        // ignore
+      }
+    }
+  };
+  // Listening before the temporary directory exists: a signal between its
+  // mkdir and the listeners would end den with the directory left behind.
   for (const [s, h] of handlers) {
     try {
       Deno.addSignalListener(s, h);
@@ -152,6 +154,15 @@ export async function unpackSource(
       // not supported here
     }
   }
+  let tmp: string;
+  try {
+    tmp = makeScratchBeside(parent, base);
+  } catch (e) {
+    removeHandlers();
+    throw fsError("unpack", parent, e);
+  }
+  const rootfs = `${tmp}/rootfs`;
+  let replaced = false;
   const decoder = new BlobDecoder(options.workers ?? 1);
   const checkSignal = () => {
     if (signalled) {
@@ -302,13 +313,7 @@ export async function unpackSource(
     throw fsError("unpack", dest, e);
   } finally {
     decoder.close();
-    for (const [s, h] of handlers) {
-      try {
-        Deno.removeSignalListener(s, h);
-      } catch {
-        // ignore
-      }
-    }
+    removeHandlers();
     try {
       // After an exchange the old image is tmp/rootfs, and may be read-only.
       if (replaced) makeTreeRemovable(rootfs);
