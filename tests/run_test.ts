@@ -435,16 +435,18 @@ async function typeOn(
   const type = async () => {
     if (typed) return;
     typed = true;
-    await w.write(new TextEncoder().encode(keys));
+    await w.write(new TextEncoder().encode(keys)).catch(() => {}); // exited already
   };
   // A number: type after that many ms; a string: once the output shows it
-  // (a loaded machine may take seconds to get there).
-  if (typeof when === "number") setTimeout(type, when);
+  // (a loaded machine may take seconds to get there), and a moment later,
+  // for the command to be waiting.
+  let typing = typeof when === "number" ? setTimeout(type, when) : undefined;
   const decoder = new TextDecoder();
   for await (const chunk of child.stdout) {
     out += decoder.decode(chunk, { stream: true }).replaceAll("\r", "");
-    if (typeof when === "string" && out.includes(when)) await type();
+    if (typeof when === "string" && !typing && out.includes(when)) typing = setTimeout(type, 300);
   }
+  clearTimeout(typing);
   const { code } = await child.status.finally(() => clearTimeout(timer));
   await w.close().catch(() => {});
   return { code, out };
@@ -613,7 +615,7 @@ t(
   "Ctrl-C in an interactive bash (job control) reaches the command once",
   async () => {
     const out = await inInteractiveBash(
-      "$DEN run $IMG -- sh -c 'trap \"echo got-int\" INT; echo ready; sleep 3 & wait; echo done'; " +
+      "$DEN run $IMG -- sh -c 'trap \"echo got-int\" INT; sleep 3 & echo ready; wait; echo done'; " +
         "echo status=$?",
       "\x03",
       "ready\n",
