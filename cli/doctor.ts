@@ -26,6 +26,11 @@ it does not; 64 for usage errors. Other failures are reported, not fatal.
 
 const PROBE = "/den-doctor-probe";
 
+/** A new private directory in $TMPDIR for a check; the check removes it. */
+function scratchDir(): string {
+  return Deno.makeTempDirSync({ dir: Deno.env.get("TMPDIR") || "/tmp", prefix: "den-doctor-" });
+}
+
 function readSysctl(name: string): string | undefined {
   try {
     return Deno.readTextFileSync(`/proc/sys/${name.replaceAll(".", "/")}`).trim();
@@ -40,8 +45,7 @@ function readSysctl(name: string): string | undefined {
  * Returns undefined when it did, else the error line.
  */
 async function tryContainer(writeFake?: string): Promise<DenError | Error | undefined> {
-  const tmp = Deno.env.get("TMPDIR") || "/tmp";
-  const dir = Deno.makeTempDirSync({ dir: tmp, prefix: "den-doctor-" });
+  const dir = scratchDir();
   try {
     for (const d of ["dev", "proc", "sys", "tmp", "etc"]) Deno.mkdirSync(`${dir}/${d}`);
     for (const f of ["etc/passwd", "etc/group"]) Deno.writeTextFileSync(`${dir}/${f}`, "");
@@ -92,8 +96,7 @@ async function squashCheck(o: {
   if (!o.mksquashfs || !o.squashfuse) {
     return skip(`${o.mksquashfs ? "squashfuse" : "mksquashfs"} is missing`);
   }
-  const tmp = Deno.env.get("TMPDIR") || "/tmp";
-  const dir = Deno.makeTempDirSync({ dir: tmp, prefix: "den-doctor-" });
+  const dir = scratchDir();
   try {
     Deno.mkdirSync(`${dir}/tree`);
     Deno.writeTextFileSync(`${dir}/tree/probe`, "den\n");

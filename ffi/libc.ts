@@ -196,6 +196,15 @@ export function readCString(
   return new Deno.UnsafePointerView(p).getCString(offset);
 }
 
+/**
+ * Resolve after ms milliseconds: a poll(2) of nothing on another thread.
+ * Unlike setTimeout(), it starts no timer machinery in den (the first
+ * timer of a process does), which every MPI rank would pay.
+ */
+export async function pause(ms: number): Promise<void> {
+  await libc().poll_wait(null, 0n, ms);
+}
+
 /** What lstat (follow: stat) finds at a path; undefined when it fails. */
 export type FileKind = "dir" | "file" | "symlink" | "other" | undefined;
 

@@ -36,7 +36,7 @@ import {
   SOL_SOCKET,
 } from "./constants.ts";
 import { errnoError } from "./errno.ts";
-import { addressOf, cString, errno, libc } from "./libc.ts";
+import { addressOf, cString, errno, libc, pause } from "./libc.ts";
 
 const HELLO = 0x64656e31; // "den1": greeting, sent on arrival
 const READY = 0x64656e32; // "den2": with the namespace fds
@@ -263,8 +263,7 @@ export class GroupServer {
   async awaitPeers(ms: number): Promise<boolean> {
     if (this.#closed || this.left === undefined) return this.#closed;
     const closed = new Promise<true>((ok) => this.#onClose = () => ok(true));
-    // A poll(2) of nothing on another thread is the clock: no timer.
-    return await Promise.race([closed, libc().poll_wait(null, 0n, ms).then(() => false)]);
+    return await Promise.race([closed, pause(ms).then(() => false)]);
   }
 
   /** Stop serving; the name disappears. Peers learn whether the group is
@@ -475,7 +474,7 @@ export function serveWhenFree(o: ArriveOptions, peer: Arrival & { role: "peer" }
       let fd: number | undefined;
       for (let i = 0; i < TAKEOVER_TRIES && !stopped; i++) {
         if ((fd = tryBind(o.name)) !== undefined) break;
-        await libc().poll_wait(null, 0n, 10);
+        await pause(10);
       }
       if (fd === undefined) return;
       if (stopped) return void libc().close(fd);

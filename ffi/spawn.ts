@@ -123,19 +123,36 @@ export function tempFile(name: string, content: string, tmpdir: string): string 
 
 /** Write the id maps of a child in a new user namespace. */
 export function writeIdMaps(pid: number, plan: Pick<Plan, "uidMap" | "gidMap">): void {
-  const lc = libc();
   const write = (file: string, text: string) => {
     const path = `/proc/${pid}/${file}`;
-    const bytes = cString(text).subarray(0, -1);
-    const fd = lc.open(cString(path), O_WRONLY | O_CLOEXEC);
-    const done = fd >= 0 && lc.write(fd, bytes, BigInt(bytes.length)) === BigInt(bytes.length);
-    const code = done ? 0 : errno();
-    if (fd >= 0) lc.close(fd);
-    if (!done) throw errnoError(`can't write ${path}`, code);
+    writeWhole(path, O_WRONLY | O_CLOEXEC, text, `can't write ${path}`);
   };
   write("setgroups", "deny");
   write("uid_map", `${plan.uidMap.inside} ${plan.uidMap.outside} 1\n`);
   write("gid_map", `${plan.gidMap.inside} ${plan.gidMap.outside} 1\n`);
+}
+
+/**
+ * open(2) path with flags (mode 0600 if it creates), write all of text,
+ * close; a failure throws `op: strerror`, and a file this call created is
+ * removed again.
+ */
+function writeWhole(path: string, flags: number, text: string, op: string): void {
+  const lc = libc();
+  const bytes = cString(text).subarray(0, -1);
+  const fd = lc.open_create(cString(path), flags, 0o600);
+  if (fd < 0) throw errnoError(op, errno(), { path: flags & O_CREAT ? path : undefined });
+  let off = 0;
+  while (off < bytes.length) {
+    const n = Number(lc.write(fd, bytes.subarray(off), BigInt(bytes.length - off)));
+    if (n <= 0) break;
+    off += n;
+  }
+  const code = off === bytes.length ? 0 : errno();
+  lc.close(fd);
+  if (code === 0) return;
+  if (flags & O_CREAT) lc.unlink(cString(path));
+  throw errnoError(op, code, { path: flags & O_CREAT ? path : undefined });
 }
 
 function readProc(path: string): string | undefined {
@@ -218,7 +235,8 @@ export interface ChainInputs {
    * Host directory on which the child mounts a tmpfs of its own for the
    * generated files (bind-file ops): den writes them there through
    * /proc/CHILD/root while the child waits, so they never exist on the
-   * host. Without it, fileSource() makes host files.
+   * host. Set only when the plan has bind-file ops; without it,
+   * fileSource() makes host files.
    */
   filesDir?: string;
   /** Host file that holds the content of a bind-file op (no filesDir). */
@@ -358,10 +376,7 @@ export function addChildCalls(
   const rootfs = chain.str(plan.rootfs);
   chain.reported("mount", rootfs, rootfs, none, MS_BIND | MS_REC, none);
   step({ op: `can't bind ${plan.rootfs} to itself` });
-  const files = io.filesDir && plan.ops.some((op) => op.kind === "bind-file")
-    ? addFilesDir(chain, io, io.filesDir, step)
-    : undefined;
-  if (files) files.after = steps.length;
+  const files = io.filesDir ? addFilesDir(chain, io, io.filesDir, steps) : undefined;
   for (const op of plan.ops) {
     if (op.kind === "bind-file" && files) step(addGeneratedFile(chain, op, files));
     else step(addOp(chain, op, io));
@@ -411,23 +426,8 @@ export function writeGeneratedFiles(pid: number, files: GeneratedFiles): void {
 
 /** Create path (O_EXCL, 0600, never through a symlink) with content. */
 function writeNewFile(path: string, content: string): void {
-  const lc = libc();
-  const bytes = cString(content).subarray(0, -1);
   const flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-  const fd = lc.open_create(cString(path), flags, 0o600);
-  if (fd < 0) throw errnoError("can't write temporary file", errno(), { path });
-  let off = 0;
-  while (off < bytes.length) {
-    const n = Number(lc.write(fd, bytes.subarray(off), BigInt(bytes.length - off)));
-    if (n <= 0) break;
-    off += n;
-  }
-  const code = off === bytes.length ? 0 : errno();
-  lc.close(fd);
-  if (code !== 0) {
-    lc.unlink(cString(path));
-    throw errnoError("can't write temporary file", code, { path });
-  }
+  writeWhole(path, flags, content, "can't write temporary file");
 }
 
 /** The generated files of a chain: den writes them after step `after`. */
@@ -443,7 +443,7 @@ function addFilesDir(
   chain: ChainSink,
   io: ChainInputs,
   dir: string,
-  step: (s: Step) => void,
+  steps: Step[],
 ): GeneratedFiles {
   chain.reported(
     "mount",
@@ -453,10 +453,10 @@ function addFilesDir(
     MS_NOSUID | MS_NODEV | MS_NOEXEC,
     chain.str("size=1m,mode=0700"),
   );
-  step({ op: `can't mount tmpfs at ${dir}` });
+  steps.push({ op: `can't mount tmpfs at ${dir}` });
   // den writes the files, then sends a byte.
   chain.call("read", io.syncRead, chain.buffer(8).address, 1);
-  return { dir, after: 0, entries: [] };
+  return { dir, after: steps.length, entries: [] };
 }
 
 /** Bind a generated file from the private tmpfs, then unlink it there. */

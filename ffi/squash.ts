@@ -46,7 +46,7 @@ import {
   WNOHANG,
 } from "./constants.ts";
 import { errnoError, strerror } from "./errno.ts";
-import { cString, errno, libc } from "./libc.ts";
+import { cString, errno, libc, pause } from "./libc.ts";
 import {
   type Namespaces,
   openDirectoryPath,
@@ -369,12 +369,11 @@ async function waitForAnswer(
   timedOut: () => DenError,
 ): Promise<void> {
   const lc = libc();
-  // Both wait on other threads: a stat(2) of the root, and a poll(2) of
-  // nothing as the clock (no timer machinery started for this).
+  // A stat(2) of the root waits on another thread, as does the clock.
   const answer = await Promise.race([
     lc.statx_wait(AT_FDCWD, cString(root), 0, STATX_TYPE, new Uint8Array(256))
       .then((r) => r === 0 ? undefined : "failed" as const),
-    lc.poll_wait(null, 0n, o.timeoutMs ?? 10_000).then(() => "timeout" as const),
+    pause(o.timeoutMs ?? 10_000).then(() => "timeout" as const),
   ]);
   if (answer === undefined) return;
   if (answer === "timeout") throw timedOut();

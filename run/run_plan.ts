@@ -110,16 +110,18 @@ export async function runPlan(
       },
       // Generated files live in a tmpfs of the child's own: nothing on the
       // host, even after kill -9 of den at any moment.
-      filesDir: join ? undefined : generatedFilesDir(plan, {
-        isDir: (p) => fileKind(p) === "dir",
-        real: (p) => {
-          try {
-            return Deno.realPathSync(p);
-          } catch {
-            return p;
-          }
-        },
-      }),
+      filesDir: join || !plan.ops.some((op) => op.kind === "bind-file")
+        ? undefined // joining, or --no-passwd: no files, no lookups
+        : generatedFilesDir(plan, {
+          isDir: (p) => fileKind(p) === "dir",
+          real: (p) => {
+            try {
+              return Deno.realPathSync(p);
+            } catch {
+              return p;
+            }
+          },
+        }),
       // The image of entered namespaces is seen from den through their root.
       lockedFlags: enter ? (path) => mountFlags(`${enter.root}${path}`) : mountFlags,
       pivotRootNr: sysPivotRoot(),

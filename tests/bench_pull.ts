@@ -52,30 +52,29 @@ export async function benchPull(): Promise<void> {
     rss = Math.max(rss, r.rssKiB);
     return r.seconds;
   };
+  /** skopeo's copy of the bench image from the loopback registry to dest. */
+  const skopeoCopy = (dest: string) => [
+    "skopeo",
+    "copy",
+    "--quiet",
+    "--src-tls-verify=false",
+    `docker://${ref}`,
+    dest,
+  ];
   const contenders: [string, (i: number) => Promise<number>][] = [
     ["den", (i) => den(["pull", "-q", "-s", `${dir}/out-store-${i}`, ref, `${dir}/out-den-${i}`])],
     ["skopeoUnpack", async (i) => {
       const layout = `${dir}/out-layout-${i}`;
-      const copy = await timed([
-        "skopeo",
-        "copy",
-        "--quiet",
-        "--src-tls-verify=false",
-        `docker://${ref}`,
-        `oci:${layout}:bench`,
-      ]);
+      const copy = await timed(skopeoCopy(`oci:${layout}:bench`));
       skopeoRss = Math.max(skopeoRss, copy.rssKiB);
       return copy.seconds + await den(["unpack", "-q", layout, `${dir}/out-unpack-${i}`]);
     }],
     ["storage", async (i) => {
-      const r = await timed([
-        "skopeo",
-        "copy",
-        "--quiet",
-        "--src-tls-verify=false",
-        `docker://${ref}`,
-        `containers-storage:[overlay@${dir}/out-cs-${i}/root+${dir}/out-cs-${i}/run]bench:1`,
-      ]);
+      const r = await timed(
+        skopeoCopy(
+          `containers-storage:[overlay@${dir}/out-cs-${i}/root+${dir}/out-cs-${i}/run]bench:1`,
+        ),
+      );
       await unmountStorage(`${dir}/out-cs-${i}`);
       return r.seconds;
     }],
