@@ -5,7 +5,7 @@
 import { countFlag, lastValue, type OptionSpec, parseArgv } from "./args.ts";
 import { DenError, osMessage, usageError } from "../error.ts";
 import { out } from "./output.ts";
-import { unpackImage } from "../image/unpack_image.ts";
+import { sourceDateEpoch, unpackImage } from "../image/unpack_image.ts";
 import { makeScratchBeside } from "../image/store.ts";
 
 export const SQUASH_USAGE = `Usage: den unpack [OPTION...] ARCHIVE DEST.sqfs
@@ -53,7 +53,11 @@ export function wantsSquash(args: string[]): boolean {
  * -all-time: Python's .pyc files record their source's mtime and are
  * compiled again, every start, when it differs (imports took twice as long).
  */
-export function mksquashfsArgs(dir: string, file: string, epoch: string): string[] {
+export function mksquashfsArgs(
+  dir: string,
+  file: string,
+  times: { epoch: number; rootTime: number },
+): string[] {
   return [
     dir,
     file,
@@ -62,29 +66,14 @@ export function mksquashfsArgs(dir: string, file: string, epoch: string): string
     "zstd",
     "-reproducible",
     "-mkfs-time",
-    epoch,
+    String(times.epoch),
+    // mksquashfs would give the root its own time; the tree's is kept.
+    "-root-time",
+    String(times.rootTime),
     "-no-xattrs",
     "-quiet",
     "-no-progress",
   ];
-}
-
-/**
- * The metadata's "unpacked" time is when den unpacked; in a reproducible
- * file it is SOURCE_DATE_EPOCH's (as the files' times are).
- */
-function pinUnpackTime(root: string, epoch: number): void {
-  const path = `${root}/ch/metadata.json`;
-  let text: string;
-  try {
-    text = Deno.readTextFileSync(path);
-  } catch {
-    return; // no metadata: nothing to pin
-  }
-  const m = JSON.parse(text);
-  if (typeof m !== "object" || m === null || !("unpacked" in m)) return;
-  m.unpacked = new Date(epoch * 1000).toISOString();
-  Deno.writeTextFileSync(path, JSON.stringify(m, null, 2) + (text.endsWith("\n") ? "\n" : ""));
 }
 
 const SIGNALS: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
@@ -208,45 +197,24 @@ export function writeSquash(
   dest: string,
   o: { op: string; force: boolean; source: SquashSource },
 ): Promise<SquashWritten> {
-  const epoch = Deno.env.get("SOURCE_DATE_EPOCH") ?? "0";
-  if (!/^\d{1,10}$/.test(epoch)) {
-    throw usageError(`SOURCE_DATE_EPOCH is not a number of seconds: ${JSON.stringify(epoch)}`);
-  }
+  const epoch = sourceDateEpoch();
   return makeBeside(dest, o, async (tmp, run) => {
     const started = performance.now();
     let dir: string;
     if ("fill" in o.source) {
+      // den unpack and den pull: what den adds has the time $SOURCE_DATE_EPOCH.
       dir = `${tmp}/root`;
-      // What den makes has the time it was made; what the layers hold has
-      // their times. The coarse clock of file times lags by a tick or so.
-      const since = (Date.now() - 20) / 1000;
       await o.source.fill(dir);
-      pinUnpackTime(dir, Number(epoch));
-      // GNU find and touch, never following a link (-P, -h).
-      await run(
-        "find",
-        [
-          dir,
-          "-newermt",
-          `@${since.toFixed(3)}`,
-          "-exec",
-          "touch",
-          "-h",
-          "-c",
-          "-d",
-          `@${epoch}`,
-          "--",
-          "{}",
-          "+",
-        ],
-        { path: dest, hint: "install findutils and coreutils" },
-      );
     } else {
       dir = o.source.dir;
     }
     const filled = performance.now();
     const made = `${tmp}/image.sqfs`;
-    await run("mksquashfs", mksquashfsArgs(dir, made, epoch), { path: dest, hint: INSTALL_HINT });
+    const rootTime = Math.floor((Deno.statSync(dir).mtime?.getTime() ?? 0) / 1000);
+    await run("mksquashfs", mksquashfsArgs(dir, made, { epoch, rootTime }), {
+      path: dest,
+      hint: INSTALL_HINT,
+    });
     return {
       made,
       result: {

@@ -29,7 +29,8 @@ export interface ImageMetadata {
   format?: string;
   /** Image creation time from the config (RFC 3339), if any. */
   created?: string;
-  /** When den unpacked it (RFC 3339). */
+  /** When den unpacked it (RFC 3339), in images of older dens: the file's
+   * change time says it now, and the same archive gives the same file. */
   unpacked?: string;
   layers?: number;
   /** Bytes of file data in the rootfs. */

@@ -185,10 +185,12 @@ export function listImages(storage?: string): StoredImage[] {
     } catch {
       meta = undefined;
     }
+    // When den wrote the metadata: its change time (its modification time
+    // is $SOURCE_DATE_EPOCH's, as everything den adds to an image).
     let unpacked = meta?.unpacked ?? null;
     if (!unpacked) {
       try {
-        unpacked = Deno.statSync(path).mtime?.toISOString() ?? null;
+        unpacked = Deno.statSync(`${path}/ch/metadata.json`).ctime?.toISOString() ?? null;
       } catch {
         unpacked = null;
       }

@@ -376,6 +376,127 @@ t(
   },
 );
 
+/**
+ * The busybox image plus what real images hold and a SquashFS build could
+ * get wrong: hard links, absolute and relative symbolic links (one
+ * dangling), modes 0600/0700/0750/1777, empty files and directories, names
+ * with spaces and non-ASCII, a file of several SquashFS blocks. Unpacked
+ * from one archive to a directory and to a .sqfs.
+ */
+const RICH = work && await (async () => {
+  const img = buildBusyboxImage(`${work.path}/rich-src`);
+  const at = (p: string) => `${img}/${p}`;
+  Deno.mkdirSync(at("usr/share/empty"), { recursive: true });
+  Deno.mkdirSync(at("var/tmp"), { recursive: true });
+  Deno.mkdirSync(at("root"), { mode: 0o700 });
+  Deno.writeTextFileSync(at("etc/hard1"), "linked\n");
+  Deno.linkSync(at("etc/hard1"), at("usr/hard2"));
+  Deno.symlinkSync("/etc/image-marker", at("etc/abs-link"));
+  Deno.symlinkSync("../../etc/hard1", at("usr/share/rel-link"));
+  Deno.symlinkSync("nowhere", at("usr/dangling"));
+  Deno.writeTextFileSync(at("usr/share/a b"), "space\n");
+  Deno.writeTextFileSync(at("usr/share/\u00fcn\u00ef"), "utf-8\n");
+  Deno.writeFileSync(at("usr/share/zero"), new Uint8Array());
+  Deno.writeTextFileSync(at("root/secret"), "0600\n");
+  Deno.chmodSync(at("root/secret"), 0o600);
+  Deno.writeTextFileSync(at("usr/bin/tool"), "#!/bin/sh\necho tool\n");
+  Deno.chmodSync(at("usr/bin/tool"), 0o750);
+  Deno.chmodSync(at("var/tmp"), 0o1777);
+  const big = new Uint8Array(700_000);
+  for (let i = 0; i < big.length; i += 65536) crypto.getRandomValues(big.subarray(i, i + 65536));
+  Deno.writeFileSync(at("usr/share/big"), big);
+  const tar = `${work.path}/rich.tar`;
+  const r = new Deno.Command("tar", { args: ["-C", img, "-cf", tar, "."] }).outputSync();
+  if (!r.success) throw new Error("tar failed");
+  Deno.chmodSync(tar, 0o644);
+  const dir = `${work.path}/rich`;
+  const sqfs = `${work.path}/rich.sqfs`;
+  for (const dest of [dir, sqfs]) {
+    const u = await den(["unpack", "-q", tar, dest]);
+    if (u.code !== 0) throw new Error(`den unpack ${dest}: ${u.stderr}`);
+  }
+  return { dir, sqfs };
+})();
+
+/**
+ * The image's tree as the container sees it: every entry of / but the
+ * mount points den put there (/proc, /dev, /tmp, ...), with type and mode,
+ * size, owner, mtime, link count and link target, then each regular file's
+ * checksum. Sorted, one line each. Everything den adds (ch/, mount points)
+ * has $SOURCE_DATE_EPOCH's time in both, so times are compared too.
+ */
+const LIST_TREE = "set --; " +
+  "for m in $(busybox cut -d' ' -f5 /proc/self/mountinfo); do " +
+  '[ "$m" = / ] || set -- "$@" -o -path ".$m"; done; shift; cd / && ' +
+  'busybox find . -xdev \\( "$@" \\) -prune -o -exec stat -c "%n|%f|%s|%u|%g|%Y|%h|%N" {} + ' +
+  '| busybox sort && busybox find . -xdev \\( "$@" \\) -prune -o -type f ' +
+  "-exec busybox md5sum {} + | busybox sort";
+
+async function treeOf(image: string): Promise<string> {
+  const r = await den(["run", "--no-passwd", image, "--", "sh", "-c", LIST_TREE]);
+  equal(r.code, 0, r.stderr);
+  equal(r.stderr, "");
+  // A directory's size is its file system's business (ext4 says 4096,
+  // squashfuse 0): not compared.
+  return r.stdout.replace(/^([^|\n]*\|4[0-9a-f]{3}\|)\d+\|/gm, "$1-|");
+}
+
+t("one archive unpacked to a directory and to .sqfs: the same tree from inside", async () => {
+  const dir = await treeOf(RICH!.dir);
+  const sqfs = await treeOf(RICH!.sqfs);
+  equal(sqfs, dir);
+  // What the comparison covers is there (the listing is not empty).
+  const { uid } = testUser();
+  match(dir, new RegExp(`^\\./usr/hard2\\|81a4\\|7\\|${uid}\\|\\d+\\|\\d+\\|2\\|`, "m"));
+  match(dir, /^\.\/var\/tmp\|43ff\|/m);
+  match(dir, /^\.\/root\/secret\|8180\|/m);
+  match(dir, /'\.\/usr\/dangling' -> 'nowhere'$/m);
+  match(dir, /^\.\/usr\/share\/big\|81a4\|700000\|/m);
+  match(dir, /\.\/usr\/share\/\u00fcn\u00ef$/m);
+});
+
+t("-W writes over a directory and a .sqfs image; neither image changes", async () => {
+  const before = await treeOf(RICH!.dir);
+  const hash = sha(RICH!.sqfs);
+  const change = "echo changed > /etc/image-marker && rm /usr/hard2 /usr/dangling && " +
+    "mkdir /new && echo n > /new/f && touch /usr/share/empty/f && chmod 0644 /usr/bin/tool && " +
+    "busybox rm -r /root && cat /etc/image-marker /new/f";
+  for (const image of [RICH!.dir, RICH!.sqfs]) {
+    const r = await den(["run", "-W", image, "--", "sh", "-c", change]);
+    equal(r.code, 0, r.stderr);
+    equal(r.stdout, "changed\nn\n");
+  }
+  equal(await treeOf(RICH!.dir), before);
+  equal(await treeOf(RICH!.sqfs), before);
+  equal(sha(RICH!.sqfs), hash);
+});
+
+t("8 containers from one .sqfs at once, each with its own mount; nothing left", async () => {
+  const fuseBefore = fuseMounts().length;
+  // Each container writes its mount namespace, then waits until all 8 have
+  // (a namespace's number is reused once it is gone).
+  const dir = `${work!.path}/eight`;
+  Deno.mkdirSync(dir);
+  Deno.chownSync(dir, testUser().uid, testUser().gid);
+  const script = `readlink /proc/self/ns/mnt > ${dir}/$$; i=0; ` +
+    `while [ "$(ls ${dir} | wc -l)" -lt 8 ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; ` +
+    `cat "/usr/share/a b"`;
+  const runs = await Promise.all(
+    Array.from({ length: 8 }, () => den(["run", RICH!.sqfs, "--", "sh", "-c", script])),
+  );
+  for (const r of runs) {
+    equal(r.code, 0, r.stderr);
+    equal(r.stdout, "space\n");
+  }
+  const namespaces = [...Deno.readDirSync(dir)].map((e) =>
+    Deno.readTextFileSync(`${dir}/${e.name}`)
+  );
+  equal(namespaces.length, 8);
+  equal(new Set(namespaces).size, 8, "containers shared a mount namespace");
+  await nothingLeft();
+  equal(fuseMounts().length, fuseBefore);
+});
+
 t("den run --feature=squash says it is there", async () => {
   equal((await den(["run", "--feature=squash"])).code, 0);
 });
