@@ -5,7 +5,7 @@
 import { countFlag, lastValue, type OptionSpec, parseArgv } from "./args.ts";
 import { DenError, osMessage, usageError } from "../error.ts";
 import { out } from "./output.ts";
-import { sourceDateEpoch, unpackImage } from "../image/unpack_image.ts";
+import { unpackImage } from "../image/unpack_image.ts";
 import { makeScratchBeside } from "../image/store.ts";
 
 export const SQUASH_USAGE = `Usage: den unpack [OPTION...] ARCHIVE DEST.sqfs
@@ -197,21 +197,45 @@ export function writeSquash(
   dest: string,
   o: { op: string; force: boolean; source: SquashSource },
 ): Promise<SquashWritten> {
-  const epoch = sourceDateEpoch();
+  const epoch = Deno.env.get("SOURCE_DATE_EPOCH") ?? "0";
+  if (!/^\d{1,10}$/.test(epoch)) {
+    throw usageError(`SOURCE_DATE_EPOCH is not a number of seconds: ${JSON.stringify(epoch)}`);
+  }
   return makeBeside(dest, o, async (tmp, run) => {
     const started = performance.now();
     let dir: string;
     if ("fill" in o.source) {
-      // den unpack and den pull: what den adds has the time $SOURCE_DATE_EPOCH.
       dir = `${tmp}/root`;
+      // What den makes has the time it was made; what the layers hold has
+      // their times. The coarse clock of file times lags by a tick or so.
+      const since = (Date.now() - 20) / 1000;
       await o.source.fill(dir);
+      // GNU find and touch, never following a link (-P, -h).
+      await run(
+        "find",
+        [
+          dir,
+          "-newermt",
+          `@${since.toFixed(3)}`,
+          "-exec",
+          "touch",
+          "-h",
+          "-c",
+          "-d",
+          `@${epoch}`,
+          "--",
+          "{}",
+          "+",
+        ],
+        { path: dest, hint: "install findutils and coreutils" },
+      );
     } else {
       dir = o.source.dir;
     }
     const filled = performance.now();
     const made = `${tmp}/image.sqfs`;
     const rootTime = Math.floor((Deno.statSync(dir).mtime?.getTime() ?? 0) / 1000);
-    await run("mksquashfs", mksquashfsArgs(dir, made, { epoch, rootTime }), {
+    await run("mksquashfs", mksquashfsArgs(dir, made, { epoch: Number(epoch), rootTime }), {
       path: dest,
       hint: INSTALL_HINT,
     });

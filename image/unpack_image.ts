@@ -2,7 +2,7 @@
 // into a temporary directory beside DEST (.DEST.den-tmp-HOST-PID-XXXX) that
 // is renamed into place at the end and removed on any failure or
 // SIGINT/SIGTERM; after a kill -9, the next unpack beside it removes it.
-import { DenError, osMessage, usageError } from "../error.ts";
+import { DenError, osMessage } from "../error.ts";
 import { type ArchiveFormat, type ImageSource, openArchive } from "./archive.ts";
 import type { GrowingFile } from "./_decode.ts";
 import { exchangePaths } from "./_exchange.ts";
@@ -107,9 +107,6 @@ export async function unpackSource(
   options: UnpackOptions = {},
 ): Promise<UnpackResult> {
   const start = performance.now();
-  // The clock of file times is coarse: a file made now may read a tick ago.
-  const startedWall = Date.now() - 20;
-  const epoch = sourceDateEpoch();
   dest = dest.replace(/(.)\/+$/, "$1");
   const slash = dest.lastIndexOf("/");
   const parent = slash < 0 ? "." : slash === 0 ? "/" : dest.slice(0, slash);
@@ -297,7 +294,6 @@ export async function unpackSource(
     metadata.layers = n;
     metadata.size = stats.bytes;
     writeImageMetadata(rootfs, metadata);
-    await pinNewTimes(rootfs, startedWall, epoch);
     await options.beforeInstall?.();
     checkSignal();
     replaced = install(rootfs, dest, !!options.force);
@@ -391,41 +387,6 @@ function entryError(e: unknown, name: string): DenError {
   if (e instanceof DenError) return e;
   const code = (e as { code?: string } | undefined)?.code;
   return new DenError("", `cannot create ${quote(name)}: ${osMessage(e)}`, { code });
-}
-
-/**
- * $SOURCE_DATE_EPOCH (default 0): the time of what den adds to an image, so
- * that one archive gives the same tree every time, as a directory or as a
- * SquashFS file.
- */
-export function sourceDateEpoch(): number {
-  const epoch = Deno.env.get("SOURCE_DATE_EPOCH") ?? "0";
-  if (!/^\d{1,10}$/.test(epoch)) {
-    throw usageError(`SOURCE_DATE_EPOCH is not a number of seconds: ${JSON.stringify(epoch)}`);
-  }
-  return Number(epoch);
-}
-
-/**
- * Give what den made or changed in the tree (mount points, ch/, the
- * directories they went in) the time `epoch`: the layers' files keep the
- * archive's times (Python checks its .pyc files against them), and the
- * rest is the same at every unpack. GNU find and touch, never following a
- * link (-P, -h); a pass over 17,000 files takes ~35 ms.
- */
-async function pinNewTimes(root: string, sinceMs: number, epoch: number): Promise<void> {
-  const args = [root, "-newermt", `@${(sinceMs / 1000).toFixed(3)}`, "-exec", "touch", "-h", "-c"];
-  args.push("-d", `@${epoch}`, "--", "{}", "+");
-  let r: Deno.CommandOutput;
-  try {
-    r = await new Deno.Command("find", { args, stdout: "null", stderr: "piped" }).output();
-  } catch (e) {
-    throw new DenError("can't run", `find: ${osMessage(e)}`, { hint: "install findutils" });
-  }
-  if (!r.success) {
-    const why = new TextDecoder().decode(r.stderr).trim().split("\n")[0];
-    throw new DenError("", `setting the times of what den made failed: ${why}`, { path: root });
-  }
 }
 
 /** Create what ch-run/den run bind-mounts onto, replacing what is unusable. */
