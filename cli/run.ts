@@ -76,6 +76,7 @@ unprivileged user and mount namespaces, no setuid, no daemon.
       --join-tag=TAG     label of the peer group (implies --join)
       --no-join          don't join peers automatically under a launcher
   -h, --help             give this help list
+      --usage            give a short usage message
   -V, --version          print version and exit
 
 Under mpirun, srun or another PMI launcher, ranks on one node share one
@@ -101,6 +102,7 @@ export const FEATURES: Record<string, boolean> = {
 
 export type RunRequest =
   | { kind: "help" }
+  | { kind: "usage" }
   | { kind: "version" }
   | { kind: "feature"; name: string }
   | { kind: "run"; options: RunOptions; cli: RunCliOptions; join: JoinOptions };
@@ -149,14 +151,53 @@ const RUN_OPTIONS: Record<string, OptionSpec> = {
   "no-join": { takes: "flag" },
   help: { short: "h", takes: "flag" },
   "?": { short: "?", takes: "flag" },
+  usage: { takes: "flag" },
   version: { short: "V", takes: "flag" },
 };
+
+/**
+ * `den run --usage`: every option in one short list, as argp (ch-run's
+ * parser) prints it, with the argument names of the help text.
+ */
+export function runShortUsage(): string {
+  const argOf = new Map<string, string>();
+  for (const m of RUN_USAGE.matchAll(/--([a-z-]+)(?:=(\S+)|\[=([^\]]+)\])/g)) {
+    argOf.set(m[1]!, m[2] ?? m[3]!);
+  }
+  const specs = Object.entries(RUN_OPTIONS);
+  const flags = specs.filter(([, o]) => o.short && o.takes === "flag").map(([, o]) => o.short);
+  const items = [`[-${flags.join("")}]`];
+  for (const [name, o] of specs) {
+    if (!o.short || o.takes === "flag") continue;
+    const arg = argOf.get(name) ?? "ARG";
+    items.push(o.takes === "value" ? `[-${o.short} ${arg}]` : `[-${o.short}[${arg}]]`);
+  }
+  for (const [name, o] of specs) {
+    if (name === "?") continue;
+    const arg = argOf.get(name) ?? "ARG";
+    items.push(
+      o.takes === "flag"
+        ? `[--${name}]`
+        : o.takes === "value"
+        ? `[--${name}=${arg}]`
+        : `[--${name}[=${arg}]]`,
+    );
+  }
+  items.push("IMAGE -- CMD [ARG...]");
+  const lines = ["Usage: den run"];
+  for (const item of items) {
+    if (lines.at(-1)!.length + 1 + item.length > 79) lines.push(`${" ".repeat(12)}${item}`);
+    else lines[lines.length - 1] += ` ${item}`;
+  }
+  return lines.join("\n");
+}
 
 /** Parse the arguments of `den run` (everything after "run"). Pure. */
 export function parseRunArgs(args: string[]): RunRequest {
   const parsed = parseArgv(args, RUN_OPTIONS, "den run --help");
   const has = (name: string) => countFlag(parsed, name) > 0;
   if (has("help") || has("?")) return { kind: "help" };
+  if (has("usage")) return { kind: "usage" };
   if (has("version")) return { kind: "version" };
   const feature = lastValue(parsed, "feature");
   if (feature !== undefined) return { kind: "feature", name: feature };
@@ -457,6 +498,9 @@ export async function runCommand(args: string[]): Promise<number> {
   switch (req.kind) {
     case "help":
       out(RUN_USAGE);
+      return 0;
+    case "usage":
+      out(runShortUsage());
       return 0;
     case "version":
       out(VERSION);

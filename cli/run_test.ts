@@ -1,5 +1,5 @@
 import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
-import { FEATURES, parseRunArgs, RUN_USAGE, type RunCliOptions } from "./run.ts";
+import { FEATURES, parseRunArgs, RUN_USAGE, type RunCliOptions, runShortUsage } from "./run.ts";
 import { DenError } from "../error.ts";
 import type { RunOptions } from "../run/plan.ts";
 
@@ -286,6 +286,27 @@ Deno.test("parseRunArgs() --help, -h and -? ask for help", () => {
     deepStrictEqual(parseRunArgs([arg]), { kind: "help" }, arg);
   }
   deepStrictEqual(parseRunArgs(["img", "-wh"]), { kind: "help" });
+});
+
+Deno.test("--usage: every option of --help in argp's short list, 79 columns at most", () => {
+  deepStrictEqual(parseRunArgs(["--usage"]), { kind: "usage" });
+  const text = runShortUsage();
+  const lines = text.split("\n");
+  strictEqual(lines[0]!.slice(0, 26), "Usage: den run [-tvwjh?V] ");
+  ok(lines.slice(1).every((l) => l.startsWith(" ".repeat(12) + "[") || l.endsWith("[ARG...]")));
+  ok(lines.every((l) => l.length <= 79), text);
+  ok(text.endsWith("IMAGE -- CMD [ARG...]"), text);
+  const flat = lines.map((l) => l.trim()).join(" ");
+  let seen = 0;
+  for (const m of RUN_USAGE.matchAll(/^ {2}(?:-(\S), )? *--([a-z-]+)(\S*)/gm)) {
+    const [, short, long, arg] = m;
+    const item = arg ? `[--${long}${arg}]` : `[--${long}]`;
+    ok(flat.includes(item), `${item} missing from:\n${text}`);
+    if (short && arg) ok(flat.includes(`[-${short}`), `-${short} missing`);
+    seen++;
+  }
+  ok(seen >= 25, `only ${seen} options found in --help`);
+  ok(flat.includes("[-b SRC[:DST]]") && flat.includes("[-W[SIZE]]"), text);
 });
 
 Deno.test("parseRunArgs() -V and --version ask for the version", () => {
