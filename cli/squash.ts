@@ -5,7 +5,7 @@
 import { countFlag, lastValue, type OptionSpec, parseArgv } from "./args.ts";
 import { DenError, osMessage, usageError } from "../error.ts";
 import { out } from "./output.ts";
-import { unpackImage } from "../image/unpack_image.ts";
+import { sourceDateEpoch, unpackImage } from "../image/unpack_image.ts";
 import { makeScratchBeside } from "../image/store.ts";
 
 export const SQUASH_USAGE = `Usage: den unpack [OPTION...] ARCHIVE DEST.sqfs
@@ -197,10 +197,7 @@ export function writeSquash(
   dest: string,
   o: { op: string; force: boolean; source: SquashSource },
 ): Promise<SquashWritten> {
-  const epoch = Deno.env.get("SOURCE_DATE_EPOCH") ?? "0";
-  if (!/^\d{1,10}$/.test(epoch)) {
-    throw usageError(`SOURCE_DATE_EPOCH is not a number of seconds: ${JSON.stringify(epoch)}`);
-  }
+  const epoch = sourceDateEpoch();
   return makeBeside(dest, o, async (tmp, run) => {
     const started = performance.now();
     let dir: string;
@@ -235,7 +232,7 @@ export function writeSquash(
     const filled = performance.now();
     const made = `${tmp}/image.sqfs`;
     const rootTime = Math.floor((Deno.statSync(dir).mtime?.getTime() ?? 0) / 1000);
-    await run("mksquashfs", mksquashfsArgs(dir, made, { epoch: Number(epoch), rootTime }), {
+    await run("mksquashfs", mksquashfsArgs(dir, made, { epoch, rootTime }), {
       path: dest,
       hint: INSTALL_HINT,
     });

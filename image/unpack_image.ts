@@ -2,7 +2,7 @@
 // into a temporary directory beside DEST (.DEST.den-tmp-HOST-PID-XXXX) that
 // is renamed into place at the end and removed on any failure or
 // SIGINT/SIGTERM; after a kill -9, the next unpack beside it removes it.
-import { DenError, osMessage } from "../error.ts";
+import { DenError, osMessage, usageError } from "../error.ts";
 import { type ArchiveFormat, type ImageSource, openArchive } from "./archive.ts";
 import type { GrowingFile } from "./_decode.ts";
 import { exchangePaths } from "./_exchange.ts";
@@ -63,6 +63,22 @@ const PENDING_MAX = 32 << 20;
 const SIGNALS: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 const SIGNAL_EXIT: Record<string, number> = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 };
 
+/** What writeImageMetadata() writes. */
+const METADATA_FILES = ["ch/metadata.json", "ch/environment"];
+
+/**
+ * $SOURCE_DATE_EPOCH (default 0): the time of what den adds to an image
+ * (mount points, ch/), so that one archive gives the same tree every time,
+ * as a directory or as a SquashFS file.
+ */
+export function sourceDateEpoch(): number {
+  const epoch = Deno.env.get("SOURCE_DATE_EPOCH") ?? "0";
+  if (!/^\d{1,10}$/.test(epoch)) {
+    throw usageError(`SOURCE_DATE_EPOCH is not a number of seconds: ${JSON.stringify(epoch)}`);
+  }
+  return Number(epoch);
+}
+
 /** Directories and files a runnable image needs (ch-run binds onto them). */
 const RUNTIME_DIRS = ["dev", "proc", "sys", "tmp", "home", "mnt"];
 const RUNTIME_FILES = ["hosts", "resolv.conf", "passwd", "group"];
@@ -107,6 +123,7 @@ export async function unpackSource(
   options: UnpackOptions = {},
 ): Promise<UnpackResult> {
   const start = performance.now();
+  const epoch = sourceDateEpoch();
   dest = dest.replace(/(.)\/+$/, "$1");
   const slash = dest.lastIndexOf("/");
   const parent = slash < 0 ? "." : slash === 0 ? "/" : dest.slice(0, slash);
@@ -286,7 +303,12 @@ export async function unpackSource(
     }
     current = undefined;
     checkSignal();
-    makeRunnable(rootfs);
+    // What den adds (ch/, mount points) has $SOURCE_DATE_EPOCH's time, and
+    // the root and /etc it goes in keep the times the layers gave them (as
+    // containers/storage's do): one archive gives the same tree every time,
+    // as a directory and as a .sqfs file.
+    const rootTime = Deno.lstatSync(rootfs).mtime;
+    const made = makeRunnable(rootfs);
     const metadata = metadataFromConfig(source.config);
     metadata.image = source.name;
     if (source.digest) metadata.digest = source.digest;
@@ -294,6 +316,8 @@ export async function unpackSource(
     metadata.layers = n;
     metadata.size = stats.bytes;
     writeImageMetadata(rootfs, metadata);
+    for (const p of [...made, ...METADATA_FILES]) Deno.utimeSync(`${rootfs}/${p}`, epoch, epoch);
+    if (rootTime) Deno.utimeSync(rootfs, rootTime, rootTime);
     await options.beforeInstall?.();
     checkSignal();
     replaced = install(rootfs, dest, !!options.force);
@@ -389,8 +413,13 @@ function entryError(e: unknown, name: string): DenError {
   return new DenError("", `cannot create ${quote(name)}: ${osMessage(e)}`, { code });
 }
 
-/** Create what ch-run/den run bind-mounts onto, replacing what is unusable. */
-function makeRunnable(rootfs: string): void {
+/**
+ * Create what ch-run/den run bind-mounts onto, replacing what is unusable.
+ * Returns what it made (paths in rootfs, no link on the way); /etc keeps
+ * its time.
+ */
+function makeRunnable(rootfs: string): string[] {
+  const made: string[] = [];
   const r = new RootfsResolver(rootfs);
   const lstat = (p: string) => {
     try {
@@ -421,18 +450,23 @@ function makeRunnable(rootfs: string): void {
     }
     if (st) replace(d, st);
     Deno.mkdirSync(`${rootfs}/${d}`, { mode: 0o755 });
+    made.push(d);
   }
   if (lstat("tmp")?.isDirectory) Deno.chmodSync(`${rootfs}/tmp`, 0o1777);
   let etc: string;
   const est = lstat("etc");
   if (est && !est.isDirectory && !est.isSymlink) replace("etc", est);
+  let etcTime: Date | null = null;
   try {
     etc = r.dir(["etc"], 1, true)!;
+    if (!est) made.push(etc); // made by r.dir()
+    else if (etc !== "") etcTime = lstat(etc)?.mtime ?? null;
   } catch {
     const st = lstat("etc");
     if (st) replace("etc", st);
     Deno.mkdirSync(`${rootfs}/etc`, { mode: 0o755 });
     etc = "etc";
+    made.push(etc);
   }
   for (const f of RUNTIME_FILES) {
     const p = etc === "" ? f : `${etc}/${f}`;
@@ -453,10 +487,15 @@ function makeRunnable(rootfs: string): void {
       replace(p, st); // a FIFO (opening it would block) or a socket
     }
     Deno.writeFileSync(`${rootfs}/${p}`, new Uint8Array(), { mode: 0o644, createNew: true });
+    made.push(p);
   }
+  // etc is resolved: no link on the way.
+  if (etcTime) Deno.utimeSync(`${rootfs}/${etc}`, etcTime, etcTime);
   // ch/ is den's (and Charliecloud's) metadata directory: start it afresh so
   // that nothing the image planted there (a symlink) redirects our writes.
   const ch = lstat("ch");
   if (ch) replace("ch", ch);
   Deno.mkdirSync(`${rootfs}/ch`, { mode: 0o755 });
+  made.push("ch");
+  return made;
 }

@@ -108,6 +108,10 @@ export class LayerWriter implements TarHandler {
   finishLayer(): void {
     const r = this.resolver;
     for (const [real, mtime] of this.#dirTimes) {
+      if (real === "") {
+        Deno.utimeSync(r.host(""), mtime, mtime);
+        continue;
+      }
       const comps = real.split("/");
       let now: string | undefined;
       try {
@@ -167,10 +171,13 @@ export class LayerWriter implements TarHandler {
     const comps = splitEntryPath(name);
     const base = comps[comps.length - 1];
     if (base === undefined) {
-      // The root itself ("./" or "/"): only a directory makes sense.
+      // The root itself ("./" or "/"): only a directory makes sense. It
+      // gets the entry's time, as tar and containers/storage give it (not its
+      // mode: the image stays yours to use).
       if (e.kind !== "dir") {
         throw new DenError("", `refusing to replace rootfs with ${e.kind}: ${quote(name)}`);
       }
+      this.#dirTimes.set("", e.mtime);
       return false;
     }
     if (base.startsWith(WHITEOUT_PREFIX)) {

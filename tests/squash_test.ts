@@ -22,6 +22,9 @@ if (work) {
   // An old file: its time must survive (Python checks .pyc files against it).
   const old = new Date("2020-01-01T00:00:00Z");
   Deno.utimeSync(`${img}/etc/image-marker`, old, old);
+  // The root's time, in the archive's "./" entry, is the image's too.
+  const root = new Date("2019-01-01T00:00:00Z");
+  Deno.utimeSync(img, root, root);
   const r = new Deno.Command("tar", { args: ["-C", img, "-cf", TAR, "."] }).outputSync();
   if (!r.success) throw new Error("tar failed");
   Deno.chmodSync(TAR, 0o644);
@@ -52,7 +55,9 @@ t(
     ) {
       ok(names.some((n) => n === `squashfs-root/${p}` || n?.startsWith(`squashfs-root/${p}`)), p);
     }
-    match(listing(a)[0]!, / 1970-01-01 00:00 squashfs-root$/);
+    match(listing(a)[0]!, / 2019-01-01 00:00 squashfs-root$/);
+    // What den made has $SOURCE_DATE_EPOCH's time (0 here).
+    ok(listing(a).some((l) => / 1970-01-01 00:00 squashfs-root\/ch\/metadata.json$/.test(l)));
     ok(listing(a).some((l) => / 2020-01-01 00:00 squashfs-root\/etc\/image-marker$/.test(l)));
   },
 );
