@@ -23,7 +23,9 @@ Unpack a container image into a directory you own.
 ARCHIVE is a docker-archive (docker save, podman save), an OCI image archive
 or OCI layout directory (skopeo copy, umoci, buildah push), or a plain root
 filesystem tarball; uncompressed, gzip or zstd. DEST is a directory path if it
-contains "/", else the name of an image in the storage directory.
+contains "/", else the name of an image in the storage directory. Files keep
+the archive's times; what den adds (mount points, ch/) gets $SOURCE_DATE_EPOCH
+(default 0).
 
 Options:
   -q, --quiet             print nothing but errors
