@@ -98,13 +98,20 @@ export async function convertCommand(args: string[]): Promise<number> {
   }
   const force = countFlag(parsed, "force") > 0;
   const quiet = countFlag(parsed, "quiet") > 0;
+  const progress = !quiet && Deno.stderr.isTerminal();
   if (kind === "dir") {
-    const written = await writeSquash(dest, { op: "can't convert", force, source: { dir: src } });
+    const written = await writeSquash(dest, {
+      op: "can't convert",
+      force,
+      progress,
+      source: { dir: src },
+    });
     if (!quiet) out(squashSummary(dest, written));
     return 0;
   }
   const started = performance.now();
-  const entries = await makeBeside(dest, { op: "can't convert", force }, async (tmp, run) => {
+  const o = { op: "can't convert", force, progress };
+  const entries = await makeBeside(dest, o, async (tmp, run) => {
     // unsquashfs 4.5.1 refuses names with "/" or ".." and writes through
     // no symbolic link it made (CVE-2021-40153, CVE-2021-41072); its tree
     // is in a fresh directory that only this den knows of until the rename.
@@ -113,6 +120,7 @@ export async function convertCommand(args: string[]): Promise<number> {
     await run("unsquashfs", ["-no-progress", "-quiet", "-no-xattrs", "-dest", made, src], {
       path: src,
       hint: INSTALL_HINT,
+      status: `unpacking ${src}`,
     });
     return { made, result: tameTree(made) };
   });

@@ -1,7 +1,7 @@
 // `den gc`: remove cached blobs that no stored image refers to.
 import { usageError } from "../error.ts";
 import { countFlag, lastValue, parseArgv } from "./args.ts";
-import { formatBytes } from "./image.ts";
+import { formatBytes } from "./progress.ts";
 import { info, out, output, verbose } from "./output.ts";
 import { gcBlobs } from "../image/registry/gc.ts";
 

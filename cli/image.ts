@@ -14,7 +14,8 @@ import {
 } from "../image/store.ts";
 import { unpackImage, type UnpackProgress } from "../image/unpack_image.ts";
 import { lazy } from "./lazy.ts";
-import { errRaw, info, out, output, warn } from "./output.ts";
+import { info, out, output, warn } from "./output.ts";
+import { formatBytes, StatusLine, unpackLine } from "./progress.ts";
 
 export const UNPACK_USAGE = `Usage: den unpack [OPTIONS] ARCHIVE DEST
 
@@ -77,19 +78,6 @@ const LIST_OPTIONS: Record<string, OptionSpec> = {
   help: { short: "h", takes: "flag" },
 };
 
-/** Human-readable size: "56.7 MB". */
-export function formatBytes(n: number): string {
-  if (n < 1000) return `${n} B`;
-  const units = ["kB", "MB", "GB", "TB"];
-  let v = n;
-  let u = -1;
-  do {
-    v /= 1000;
-    u++;
-  } while (v >= 1000 && u < units.length - 1);
-  return `${v.toFixed(1)} ${units[u]}`;
-}
-
 /** den unpack: returns the exit status or throws DenError. */
 export async function unpackCommand(args: string[]): Promise<number> {
   const parsed = parseArgv(args, {
@@ -117,13 +105,8 @@ export async function unpackCommand(args: string[]): Promise<number> {
   }
   const quiet = countFlag(parsed, "quiet") > 0 || output.verbosity < 0;
   const tty = !quiet && Deno.stderr.isTerminal();
-  let drawn = false;
-  const onProgress = tty
-    ? (p: UnpackProgress) => {
-      drawn = true;
-      errRaw(`\r\x1b[K${progressLine(p)}`);
-    }
-    : undefined;
+  const line = new StatusLine();
+  const onProgress = tty ? (p: UnpackProgress) => line.show(unpackLine(p)) : undefined;
   let result;
   try {
     result = await unpackImage(archive, dest, {
@@ -134,7 +117,7 @@ export async function unpackCommand(args: string[]): Promise<number> {
       onWarning: quiet ? undefined : (m) => warn(m),
     });
   } finally {
-    if (drawn) errRaw("\r\x1b[K");
+    line.clear();
   }
   if (!quiet) {
     const s = result.stats;
@@ -148,15 +131,6 @@ export async function unpackCommand(args: string[]): Promise<number> {
     );
   }
   return 0;
-}
-
-function progressLine(p: UnpackProgress): string {
-  const width = 20;
-  const done = Math.min(width, Math.floor(((p.layer - 1) / p.layers) * width));
-  const bar = "#".repeat(done) + "-".repeat(width - done);
-  const rate = p.elapsed > 0 ? p.bytes / p.elapsed : 0;
-  return `den: [${bar}] layer ${p.layer}/${p.layers}  ${p.files} files  ` +
-    `${formatBytes(p.bytes)}  ${formatBytes(rate)}/s`;
 }
 
 /** den inspect IMAGE [--json] */

@@ -1,7 +1,7 @@
 // `den pull`: an image from an OCI/Docker registry into a directory or storage.
 import { usageError } from "../error.ts";
 import { booleanValue, countFlag, lastValue, parseArgv } from "./args.ts";
-import { formatBytes } from "./image.ts";
+import { formatBytes } from "./progress.ts";
 import { squashSummary, type SquashWritten, writeSquash } from "./squash.ts";
 import { errRaw, info, out, output, verbose, warn } from "./output.ts";
 import { checkImageName, imagePath, isImageName } from "../image/store.ts";
@@ -143,7 +143,15 @@ export async function pullCommand(args: string[]): Promise<number> {
       written = await writeSquash(dest, {
         op: "can't pull",
         force,
-        source: { fill: async (root) => void (result = await pull(root)) },
+        progress: tty,
+        source: {
+          fill: async (root) => {
+            result = await pull(root);
+            // The board is done: the mksquashfs line takes its place.
+            if (drawn) errRaw(`\x1b[${drawn}F\x1b[J`);
+            drawn = 0;
+          },
+        },
       });
     } else {
       result = await pull(dest);

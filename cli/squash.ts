@@ -5,6 +5,7 @@
 import { countFlag, lastValue, type OptionSpec, parseArgv } from "./args.ts";
 import { DenError, osMessage, usageError } from "../error.ts";
 import { out } from "./output.ts";
+import { StatusLine, unpackLine, withTicker } from "./progress.ts";
 import { sourceDateEpoch, unpackImage } from "../image/unpack_image.ts";
 import { makeScratchBeside } from "../image/store.ts";
 
@@ -100,7 +101,7 @@ export const INSTALL_HINT = "install squashfs-tools (den doctor checks this node
 export type RunTool = (
   cmd: string,
   args: string[],
-  o: { path: string; hint: string },
+  o: { path: string; hint: string; status?: string },
 ) => Promise<Deno.CommandOutput>;
 
 /**
@@ -112,7 +113,7 @@ export type RunTool = (
  */
 export async function makeBeside<T>(
   dest: string,
-  o: { op: string; force: boolean },
+  o: { op: string; force: boolean; progress?: boolean },
   make: (tmp: string, run: RunTool) => Promise<{ made: string; result: T }>,
 ): Promise<T> {
   if (!o.force && lstat(dest)) {
@@ -153,7 +154,7 @@ export async function makeBeside<T>(
       });
     }
   };
-  const run: RunTool = async (cmd, args, { path, hint }) => {
+  const run: RunTool = async (cmd, args, { path, hint, status }) => {
     checkSignal();
     try {
       child = new Deno.Command(cmd, { args, stdin: "null", stdout: "piped", stderr: "piped" })
@@ -161,7 +162,10 @@ export async function makeBeside<T>(
     } catch (e) {
       throw new DenError(`can't run ${cmd}`, osMessage(e), { hint });
     }
-    const r = await child.output();
+    const r =
+      await (o.progress && status
+        ? withTicker(`${cmd}: ${status}`, child.output())
+        : child.output());
     child = undefined;
     checkSignal();
     if (!r.success) {
@@ -195,7 +199,7 @@ export async function makeBeside<T>(
 /** Write DEST as one reproducible SquashFS file (den unpack, pull and convert). */
 export function writeSquash(
   dest: string,
-  o: { op: string; force: boolean; source: SquashSource },
+  o: { op: string; force: boolean; source: SquashSource; progress?: boolean },
 ): Promise<SquashWritten> {
   const epoch = sourceDateEpoch();
   return makeBeside(dest, o, async (tmp, run) => {
@@ -235,6 +239,7 @@ export function writeSquash(
     await run("mksquashfs", mksquashfsArgs(dir, made, { epoch, rootTime }), {
       path: dest,
       hint: INSTALL_HINT,
+      status: `packing ${dest} (zstd)`,
     });
     return {
       made,
@@ -275,18 +280,27 @@ export async function unpackSquashCommand(args: string[]): Promise<number> {
     throw usageError("unpack needs ARCHIVE and DEST", "see den unpack --help");
   }
   const [archive, dest] = parsed.positionals as [string, string];
+  const quiet = countFlag(parsed, "quiet") > 0;
+  const progress = !quiet && Deno.stderr.isTerminal();
+  const line = new StatusLine();
   const written = await writeSquash(dest, {
     op: "can't unpack",
     force: countFlag(parsed, "force") > 0,
+    progress,
     source: {
       fill: async (root) => {
-        await unpackImage(archive, root, {
-          arch: lastValue(parsed, "arch"),
-          image: lastValue(parsed, "image"),
-        });
+        try {
+          await unpackImage(archive, root, {
+            arch: lastValue(parsed, "arch"),
+            image: lastValue(parsed, "image"),
+            onProgress: progress ? (p) => line.show(unpackLine(p)) : undefined,
+          });
+        } finally {
+          line.clear();
+        }
       },
     },
   });
-  if (!countFlag(parsed, "quiet")) out(squashSummary(dest, written, "unpack"));
+  if (!quiet) out(squashSummary(dest, written, "unpack"));
   return 0;
 }

@@ -13,7 +13,7 @@ import {
   startRegistry,
 } from "./registry_helpers.ts";
 import { registerPull } from "../image/registry/gc.ts";
-import { formatBytes } from "../cli/image.ts";
+import { formatBytes } from "../cli/progress.ts";
 
 /** Push a busybox image with its own marker layer and a shared second layer. */
 async function pushShared(reg: Registry, name: string, shared: Uint8Array): Promise<void> {

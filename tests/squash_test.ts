@@ -3,9 +3,11 @@
 
 import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
 import {
+  asTestUser,
   buildBusyboxImage,
   den,
   denArgv,
+  denPlainArgv,
   hasUserns,
   HAVE_BUSYBOX,
   tempDir,
@@ -59,6 +61,33 @@ t(
     // What den made has $SOURCE_DATE_EPOCH's time (0 here).
     ok(listing(a).some((l) => / 1970-01-01 00:00 squashfs-root\/ch\/metadata.json$/.test(l)));
     ok(listing(a).some((l) => / 2020-01-01 00:00 squashfs-root\/etc\/image-marker$/.test(l)));
+  },
+);
+
+t(
+  "on a terminal, den unpack to .sqfs shows its steps and erases them; elsewhere nothing",
+  async () => {
+    const dest = `${work!.path}/tty.sqfs`;
+    const line = asTestUser(denPlainArgv(["unpack", TAR, dest])).map((a) => `'${a}'`).join(" ");
+    const r = new Deno.Command("script", {
+      args: ["-qec", line, "/dev/null"],
+      env: { ...testUserEnv(), TERM: "dumb" },
+      clearEnv: true,
+      cwd: work!.path,
+      stdin: "null",
+      stdout: "piped",
+    }).outputSync();
+    const text = new TextDecoder().decode(r.stdout);
+    equal(r.code, 0, text);
+    // (The unpack's own line shows only when it takes a while.)
+    match(text, new RegExp(`\\r\\x1b\\[Kden: mksquashfs: packing ${dest} \\(zstd\\)  0 s`));
+    // Erased, then the summary on a line of its own.
+    match(text, new RegExp(`\\r\\x1b\\[K${dest}: [\\d.]+ MiB SquashFS \\(unpack `));
+    // Piped: the summary alone.
+    const piped = await den(["unpack", "-f", TAR, dest]);
+    equal(piped.code, 0);
+    equal(piped.stderr, "");
+    match(piped.stdout, new RegExp(`^${dest}: [\\d.]+ MiB SquashFS \\(unpack [^\\n]*\\)\\n$`));
   },
 );
 
