@@ -53,6 +53,9 @@ export function wantsSquash(args: string[]): boolean {
  * mksquashfs's arguments for a reproducible image of dir at file. Not
  * -all-time: Python's .pyc files record their source's mtime and are
  * compiled again, every start, when it differs (imports took twice as long).
+ * zstd level 6, not mksquashfs's 15: a 567 MB bookworm tree packs in 3.0 s
+ * instead of 26 s, into 197 MB instead of 182 MB, and its programs start a
+ * little faster, not slower (zstd decompresses at the same speed or better).
  */
 export function mksquashfsArgs(
   dir: string,
@@ -65,6 +68,8 @@ export function mksquashfsArgs(
     "-noappend",
     "-comp",
     "zstd",
+    "-Xcompression-level",
+    "6",
     "-reproducible",
     "-mkfs-time",
     String(times.epoch),
