@@ -36,6 +36,23 @@ function t(name: string, fn: () => Promise<void>) {
   Deno.test({ name, ignore, sanitizeResources: false, sanitizeOps: false, fn });
 }
 
+/** What den ARGS writes on a pseudo-terminal (script), as the test user;
+ * it must succeed. */
+function onTerminal(args: string[]): string {
+  const line = asTestUser(denPlainArgv(args)).map((a) => `'${a}'`).join(" ");
+  const r = new Deno.Command("script", {
+    args: ["-qec", line, "/dev/null"],
+    env: { ...testUserEnv(), TERM: "dumb" },
+    clearEnv: true,
+    cwd: work!.path,
+    stdin: "null",
+    stdout: "piped",
+  }).outputSync();
+  const text = new TextDecoder().decode(r.stdout);
+  equal(r.code, 0, text);
+  return text;
+}
+
 function listing(file: string): string[] {
   const r = new Deno.Command("unsquashfs", { args: ["-lln", file], stdout: "piped" }).outputSync();
   return new TextDecoder().decode(r.stdout).trim().split("\n");
@@ -68,17 +85,7 @@ t(
   "on a terminal, den unpack to .sqfs shows its steps and erases them; elsewhere nothing",
   async () => {
     const dest = `${work!.path}/tty.sqfs`;
-    const line = asTestUser(denPlainArgv(["unpack", TAR, dest])).map((a) => `'${a}'`).join(" ");
-    const r = new Deno.Command("script", {
-      args: ["-qec", line, "/dev/null"],
-      env: { ...testUserEnv(), TERM: "dumb" },
-      clearEnv: true,
-      cwd: work!.path,
-      stdin: "null",
-      stdout: "piped",
-    }).outputSync();
-    const text = new TextDecoder().decode(r.stdout);
-    equal(r.code, 0, text);
+    const text = onTerminal(["unpack", TAR, dest]);
     // (The unpack's own line shows only when it takes a while.)
     match(text, new RegExp(`\\r\\x1b\\[Kden: mksquashfs: packing ${dest} \\(zstd\\)  0 s`));
     // Erased, then the summary on a line of its own.
@@ -168,6 +175,22 @@ Deno.test({
     const storage = `${dir}/storage`;
     const s = ["-s", storage];
     const ref = `${reg.host}/test/sq:1`;
+
+    await t.step("on a terminal: the pull's board, then mksquashfs's line, both erased", () => {
+      const c = `${dir}/tty.sqfs`;
+      const text = onTerminal(["pull", ...s, ref, c]);
+      match(text, /den: pulling /);
+      // The board is erased (cursor up over its lines, erase below), then
+      // mksquashfs's line drawn and erased, then the summaries.
+      match(
+        text,
+        new RegExp(
+          `\\x1b\\[\\d+F\\x1b\\[J\\r\\x1b\\[Kden: mksquashfs: packing ${c} \\(zstd\\)  0 s\\r\\x1b\\[Kden: pulled `,
+        ),
+      );
+      match(text, new RegExp(`den: ${c}: [0-9.]+ MiB SquashFS \\(pull [^\\n]*\\)\\r\\n$`));
+      ok(Deno.statSync(c).isFile);
+    });
 
     await t.step("pulled twice, by name and with --squashfs: the same bytes", async () => {
       const a = `${dir}/a.sqfs`;
