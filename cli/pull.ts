@@ -120,6 +120,10 @@ export async function pullCommand(args: string[]): Promise<number> {
     errRaw((drawn ? `\x1b[${drawn}F` : "") + lines.map((l) => `\x1b[K${l}\n`).join("") + "\x1b[J");
     drawn = lines.length;
   };
+  const eraseBoard = () => {
+    if (drawn) errRaw(`\x1b[${drawn}F\x1b[J`);
+    drawn = 0;
+  };
   const force = countFlag(parsed, "force") > 0;
   const pull = (into: string) =>
     pullImage(ref, into, {
@@ -147,9 +151,7 @@ export async function pullCommand(args: string[]): Promise<number> {
         source: {
           fill: async (root) => {
             result = await pull(root);
-            // The board is done: the mksquashfs line takes its place.
-            if (drawn) errRaw(`\x1b[${drawn}F\x1b[J`);
-            drawn = 0;
+            eraseBoard(); // done: the mksquashfs line takes its place
           },
         },
       });
@@ -157,7 +159,7 @@ export async function pullCommand(args: string[]): Promise<number> {
       result = await pull(dest);
     }
   } finally {
-    if (drawn) errRaw(`\x1b[${drawn}F\x1b[J`);
+    eraseBoard();
   }
   if (!result) throw new Error("internal error: pulled nothing");
   if (!quiet) {

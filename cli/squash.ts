@@ -57,11 +57,8 @@ export function wantsSquash(args: string[]): boolean {
  * instead of 26 s, into 197 MB instead of 182 MB, and its programs start a
  * little faster, not slower (zstd decompresses at the same speed or better).
  */
-export function mksquashfsArgs(
-  dir: string,
-  file: string,
-  times: { epoch: number; rootTime: number },
-): string[] {
+export function mksquashfsArgs(dir: string, file: string, epoch: number): string[] {
+  const rootTime = Math.floor((Deno.statSync(dir).mtime?.getTime() ?? 0) / 1000);
   return [
     dir,
     file,
@@ -72,10 +69,10 @@ export function mksquashfsArgs(
     "6",
     "-reproducible",
     "-mkfs-time",
-    String(times.epoch),
+    String(epoch),
     // mksquashfs would give the root its own time; the tree's is kept.
     "-root-time",
-    String(times.rootTime),
+    String(rootTime),
     "-no-xattrs",
     "-quiet",
     "-no-progress",
@@ -240,8 +237,7 @@ export function writeSquash(
     }
     const filled = performance.now();
     const made = `${tmp}/image.sqfs`;
-    const rootTime = Math.floor((Deno.statSync(dir).mtime?.getTime() ?? 0) / 1000);
-    await run("mksquashfs", mksquashfsArgs(dir, made, { epoch, rootTime }), {
+    await run("mksquashfs", mksquashfsArgs(dir, made, epoch), {
       path: dest,
       hint: INSTALL_HINT,
       status: `packing ${dest} (zstd)`,

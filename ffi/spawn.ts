@@ -3,7 +3,7 @@
 // (pipes, id maps, temporary files, mount points). run/run_plan.ts runs it.
 
 import { DenError, EXIT_CMD } from "../error.ts";
-import type { MountOp, Plan } from "../run/plan.ts";
+import { firstFreeDir, type MountOp, type Plan } from "../run/plan.ts";
 import type { CallChain } from "./chain.ts";
 import {
   CLONE_NEWNS,
@@ -400,21 +400,15 @@ export function addChildCalls(
  */
 export const FILES_DIR_CANDIDATES = ["/mnt", "/media", "/srv", "/opt", "/boot"];
 
-/**
- * The first candidate that is a real directory and neither holds nor lies
- * in the image or a bind source (their real paths): a tmpfs there must not
- * hide anything a later step reads. Undefined when none is free.
- */
+/** The first candidate free of the image and the bind sources, as given
+ * and as real paths (firstFreeDir); undefined when none is. */
 export function generatedFilesDir(
   plan: Pick<Plan, "rootfs" | "ops">,
   host: { isDir(path: string): boolean; real(path: string): string },
 ): string | undefined {
-  const under = (x: string, y: string) => x === y || y === "/" || x.startsWith(`${y}/`);
   const used = [plan.rootfs, ...plan.ops.flatMap((op) => op.kind === "bind" ? [op.source] : [])]
     .flatMap((p) => [p, host.real(p)]);
-  return FILES_DIR_CANDIDATES.find((dir) =>
-    host.isDir(dir) && !used.some((p) => under(p, dir) || under(dir, p))
-  );
+  return firstFreeDir(FILES_DIR_CANDIDATES, used, (d) => host.isDir(d));
 }
 
 /** Write generated files into the child's tmpfs, through /proc/PID/root. */

@@ -307,7 +307,6 @@ export async function unpackSource(
     // the root and /etc it goes in keep the times the layers gave them (as
     // containers/storage's do): one archive gives the same tree every time,
     // as a directory and as a .sqfs file.
-    const rootTime = Deno.lstatSync(rootfs).mtime;
     const made = makeRunnable(rootfs);
     const metadata = metadataFromConfig(source.config);
     metadata.image = source.name;
@@ -317,7 +316,6 @@ export async function unpackSource(
     metadata.size = stats.bytes;
     writeImageMetadata(rootfs, metadata);
     for (const p of [...made, ...METADATA_FILES]) Deno.utimeSync(`${rootfs}/${p}`, epoch, epoch);
-    if (rootTime) Deno.utimeSync(rootfs, rootTime, rootTime);
     await options.beforeInstall?.();
     checkSignal();
     replaced = install(rootfs, dest, !!options.force);
@@ -415,11 +413,12 @@ function entryError(e: unknown, name: string): DenError {
 
 /**
  * Create what ch-run/den run bind-mounts onto, replacing what is unusable.
- * Returns what it made (paths in rootfs, no link on the way); /etc keeps
- * its time.
+ * Returns what it made (paths in rootfs, no link on the way); the root and
+ * /etc keep their times.
  */
 function makeRunnable(rootfs: string): string[] {
   const made: string[] = [];
+  const kept: [string, Date | null][] = [[rootfs, Deno.lstatSync(rootfs).mtime]];
   const r = new RootfsResolver(rootfs);
   const lstat = (p: string) => {
     try {
@@ -456,11 +455,10 @@ function makeRunnable(rootfs: string): string[] {
   let etc: string;
   const est = lstat("etc");
   if (est && !est.isDirectory && !est.isSymlink) replace("etc", est);
-  let etcTime: Date | null = null;
   try {
     etc = r.dir(["etc"], 1, true)!;
     if (!est) made.push(etc); // made by r.dir()
-    else if (etc !== "") etcTime = lstat(etc)?.mtime ?? null;
+    else if (etc !== "") kept.push([`${rootfs}/${etc}`, lstat(etc)?.mtime ?? null]);
   } catch {
     const st = lstat("etc");
     if (st) replace("etc", st);
@@ -489,13 +487,13 @@ function makeRunnable(rootfs: string): string[] {
     Deno.writeFileSync(`${rootfs}/${p}`, new Uint8Array(), { mode: 0o644, createNew: true });
     made.push(p);
   }
-  // etc is resolved: no link on the way.
-  if (etcTime) Deno.utimeSync(`${rootfs}/${etc}`, etcTime, etcTime);
   // ch/ is den's (and Charliecloud's) metadata directory: start it afresh so
   // that nothing the image planted there (a symlink) redirects our writes.
   const ch = lstat("ch");
   if (ch) replace("ch", ch);
   Deno.mkdirSync(`${rootfs}/ch`, { mode: 0o755 });
   made.push("ch");
+  // The root and /etc get their times back (etc is resolved: no link on the way).
+  for (const [path, time] of kept) if (time) Deno.utimeSync(path, time, time);
   return made;
 }

@@ -133,6 +133,22 @@ export function isTmpfsSize(size: string): boolean {
   return /^[1-9]\d{0,17}[kmgtpe]?$/i.test(size) || /^([1-9]\d?|100)%$/.test(size);
 }
 
+/**
+ * The first of candidates that is a directory and neither holds nor lies in
+ * any of used: a mount there, in the container's namespace, hides nothing
+ * a later step reads. Undefined when none is free.
+ */
+export function firstFreeDir(
+  candidates: readonly string[],
+  used: readonly string[],
+  isDir: (path: string) => boolean,
+): string | undefined {
+  const within = (x: string, y: string) => x === y || y === "/" || x.startsWith(`${y}/`);
+  return candidates.find((dir) =>
+    isDir(dir) && !used.some((p) => within(p, dir) || within(dir, p))
+  );
+}
+
 /** Join a container path (absolute or not) under rootfs. */
 function under(rootfs: string, containerPath: string): string {
   const parts = containerPath.split("/").filter((p) => p !== "" && p !== ".");

@@ -2,7 +2,7 @@
 // and which squashfuse runs it. ffi/squash.ts mounts it.
 
 import { DenError } from "../error.ts";
-import type { HostView } from "./plan.ts";
+import { firstFreeDir, type HostView } from "./plan.ts";
 
 /**
  * Host directories that can hold the image's mount in the container's own
@@ -12,12 +12,6 @@ import type { HostView } from "./plan.ts";
  * (FHS) and is rarely bound into a container.
  */
 export const SQUASH_MOUNT_CANDIDATES = ["/mnt", "/media", "/srv", "/opt", "/var/tmp", "/boot"];
-
-/** Is a a path at or below b, or b at or below a? */
-function overlaps(a: string, b: string): boolean {
-  const under = (x: string, y: string) => x === y || y === "/" || x.startsWith(`${y}/`);
-  return under(a, b) || under(b, a);
-}
 
 /**
  * The directory the image is mounted on while the container is set up.
@@ -37,11 +31,8 @@ export function squashMountPoint(
     }
     return o.mount;
   }
-  for (const dir of SQUASH_MOUNT_CANDIDATES) {
-    if (fs.lkind(dir) !== "dir") continue;
-    if (o.sources.some((s) => overlaps(s, dir))) continue;
-    return dir;
-  }
+  const dir = firstFreeDir(SQUASH_MOUNT_CANDIDATES, o.sources, (d) => fs.lkind(d) === "dir");
+  if (dir) return dir;
   throw new DenError("", "no directory for the SquashFS mount point", {
     hint: `none of ${SQUASH_MOUNT_CANDIDATES.join(" ")} is free; give one with -m DIR`,
   });
